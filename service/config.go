@@ -1,0 +1,111 @@
+package service
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Defaults for Config. They are exported so cmd/queued can show them in its
+// flag help.
+const (
+	LeaseDurationDefault      = 30 * time.Second
+	MaxLeaseDurationDefault   = 24 * time.Hour
+	DefaultMaxAttemptsDefault = 5
+	MaxPayloadBytesDefault    = 1 << 20
+	RetentionDefault          = 24 * time.Hour
+	SweepIntervalDefault      = time.Second
+	PollIntervalDefault       = 2 * time.Second
+	PingIntervalDefault       = 15 * time.Second
+	MaxWindowDefault          = 10_000
+	ClaimBatchMaxDefault      = 1_000
+	WriteBatchMaxDefault      = 2_000
+	FlushersDefault           = 2
+)
+
+// MaxNameLength bounds queue and job names, so they stay usable as labels
+// and index keys.
+const MaxNameLength = 128
+
+// Config tunes the service. The zero value is usable: withDefaults fills in
+// every unset field.
+type Config struct {
+	// Now is the clock; nil means time.Now. Tests move it instead of sleeping.
+	Now func() time.Time
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// LeaseDuration is the lease length when a worker names none.
+	LeaseDuration time.Duration
+	// MaxLeaseDuration bounds what a worker may ask for.
+	MaxLeaseDuration time.Duration
+	// DefaultMaxAttempts applies to jobs that set none.
+	DefaultMaxAttempts int32
+	// MaxPayloadBytes bounds a job's payload, result and progress.
+	MaxPayloadBytes int
+	// Retention is how long finished jobs (and their results) are kept.
+	Retention time.Duration
+	// SweepInterval is how often expired leases are taken back and old
+	// finished jobs cleaned up.
+	SweepInterval time.Duration
+	// PollInterval is the dispatcher's safety-net poll, for the case where
+	// a notification was lost. Normal wake-ups are notifications.
+	PollInterval time.Duration
+	// PingInterval is how often an idle worker stream is pinged.
+	PingInterval time.Duration
+	// MaxWindow bounds a worker's window.
+	MaxWindow int
+	// ClaimBatchMax bounds the jobs one claim statement takes.
+	ClaimBatchMax int
+	// WriteBatchMax bounds the rows one coalesced insert or ack carries.
+	WriteBatchMax int
+	// Flushers is how many coalesced writes of one kind may run at once.
+	Flushers int
+	// ReplicaID names this server instance in logs and lease owners.
+	ReplicaID string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&c.LeaseDuration, LeaseDurationDefault)
+	setDefault(&c.MaxLeaseDuration, MaxLeaseDurationDefault)
+	setDefault(&c.DefaultMaxAttempts, DefaultMaxAttemptsDefault)
+	setDefault(&c.MaxPayloadBytes, MaxPayloadBytesDefault)
+	setDefault(&c.Retention, RetentionDefault)
+	setDefault(&c.SweepInterval, SweepIntervalDefault)
+	setDefault(&c.PollInterval, PollIntervalDefault)
+	setDefault(&c.PingInterval, PingIntervalDefault)
+	setDefault(&c.MaxWindow, MaxWindowDefault)
+	setDefault(&c.ClaimBatchMax, ClaimBatchMaxDefault)
+	setDefault(&c.WriteBatchMax, WriteBatchMaxDefault)
+	setDefault(&c.Flushers, FlushersDefault)
+	if c.ReplicaID == "" {
+		c.ReplicaID = "queued"
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.LeaseDuration > c.MaxLeaseDuration {
+		errs = append(errs, errors.New("lease duration exceeds the maximum lease duration"))
+	}
+	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.DefaultMaxAttempts < 1 {
+		errs = append(errs, errors.New("default max attempts must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

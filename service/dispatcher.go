@@ -1,0 +1,239 @@
+package service
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// dispatcher feeds every local session that serves the same set of queues.
+// It claims for all of their free slots with one statement, so a hundred
+// idle workers cost one query per wake-up, not a hundred.
+//
+// It wakes on a notification that jobs became available (from any replica),
+// on a freed slot, and on a slow poll as the safety net. After a claim that
+// came back short ("dry"), a freed slot alone does not trigger another claim:
+// there is nothing to take until something new is announced.
+type dispatcher struct {
+	svc    *Service
+	queues []string
+	wake   chan struct{}
+
+	mu       sync.Mutex
+	sessions []*Session
+	next     int    // round-robin start
+	dry      bool   // the last claim came back short
+	gen      uint64 // bumped by every availability signal
+}
+
+func (s *Service) dispatcherFor(queues []string) (*dispatcher, error) {
+	<-s.ready
+	key := queueSetKey(queues)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.dispatchers[key]; ok {
+		return d, nil
+	}
+	if s.runCtx.Err() != nil {
+		return nil, ErrClosed
+	}
+	d := &dispatcher{svc: s, queues: queues, wake: make(chan struct{}, 1)}
+	s.dispatchers[key] = d
+	go d.run(s.runCtx)
+	return d, nil
+}
+
+// wakeQueue signals every local dispatcher that serves queue q.
+func (s *Service) wakeQueue(q string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.dispatchers {
+		if _, ok := slices.BinarySearch(d.queues, q); ok {
+			d.announce()
+		}
+	}
+}
+
+// wakeAll signals every dispatcher and the promoter, after a gap in which
+// notifications may have been lost.
+func (s *Service) wakeAll() {
+	s.mu.Lock()
+	for _, d := range s.dispatchers {
+		d.announce()
+	}
+	s.mu.Unlock()
+	s.wakePromoter()
+}
+
+func (d *dispatcher) add(ss *Session) {
+	d.mu.Lock()
+	d.sessions = append(d.sessions, ss)
+	d.dry = false
+	d.gen++
+	d.mu.Unlock()
+	d.signal()
+}
+
+func (d *dispatcher) remove(ss *Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i := slices.Index(d.sessions, ss); i >= 0 {
+		d.sessions = slices.Delete(d.sessions, i, i+1)
+	}
+}
+
+// announce records that new jobs may be available and wakes the loop.
+func (d *dispatcher) announce() {
+	d.mu.Lock()
+	d.dry = false
+	d.gen++
+	d.mu.Unlock()
+	d.signal()
+}
+
+// slotFreed wakes the loop unless the queue is known to be dry.
+func (d *dispatcher) slotFreed() {
+	d.mu.Lock()
+	dry := d.dry
+	d.mu.Unlock()
+	if !dry {
+		d.signal()
+	}
+}
+
+func (d *dispatcher) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *dispatcher) run(ctx context.Context) {
+	poll := time.NewTicker(d.svc.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-poll.C:
+			d.mu.Lock()
+			d.dry = false
+			d.mu.Unlock()
+		}
+		d.dispatch(ctx)
+	}
+}
+
+// dispatch claims for free slots until they are full or the queues are dry.
+func (d *dispatcher) dispatch(ctx context.Context) {
+	for ctx.Err() == nil {
+		slots, gen := d.reserve()
+		if len(slots) == 0 {
+			return
+		}
+		n, err := d.claimFor(ctx, slots)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.svc.log.ErrorContext(ctx, "claim jobs", "queues", d.queues, "err", err)
+				// Back off a little; the poll (or the next signal) retries.
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			return
+		}
+		if n < len(slots) {
+			d.mu.Lock()
+			if d.gen == gen {
+				d.dry = true
+			}
+			d.mu.Unlock()
+			return
+		}
+	}
+}
+
+// reserve takes every free slot of every session, interleaved round-robin so
+// that a short claim is shared fairly, up to ClaimBatchMax slots.
+func (d *dispatcher) reserve() ([]*Session, uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	limit := d.svc.cfg.ClaimBatchMax
+	var slots []*Session
+	n := len(d.sessions)
+	select {
+	case <-d.svc.draining:
+		return nil, d.gen
+	default:
+	}
+	if n == 0 {
+		return nil, d.gen
+	}
+	start := d.next % n
+	d.next++
+	free := make([]int, n)
+	for i, ss := range d.sessions {
+		ss.mu.Lock()
+		free[i] = ss.free()
+		ss.mu.Unlock()
+	}
+	for more := true; more && len(slots) < limit; {
+		more = false
+		for k := range n {
+			i := (start + k) % n
+			if free[i] > 0 && len(slots) < limit {
+				slots = append(slots, d.sessions[i])
+				free[i]--
+				more = true
+			}
+		}
+	}
+	for _, ss := range slots {
+		ss.mu.Lock()
+		ss.reserved++
+		ss.mu.Unlock()
+	}
+	return slots, d.gen
+}
+
+// claimFor runs one claim for the reserved slots and delivers what it got.
+// Reservations are returned whatever happens.
+func (d *dispatcher) claimFor(ctx context.Context, slots []*Session) (int, error) {
+	defer func() {
+		for _, ss := range slots {
+			ss.mu.Lock()
+			ss.reserved--
+			ss.mu.Unlock()
+		}
+	}()
+	now := d.svc.now()
+	p := ClaimParams{Queues: d.queues, Now: now, Owners: make([]string, len(slots)), ExpiresAt: make([]time.Time, len(slots))}
+	for i, ss := range slots {
+		p.Owners[i] = ss.workerID
+		p.ExpiresAt[i] = now.Add(ss.leaseDuration)
+	}
+	claimed, err := d.svc.store.ClaimJobs(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	var orphans []LeaseRef
+	for _, c := range claimed {
+		// The reservation is replaced by a held lease atomically enough:
+		// deliver adds to held before the deferred reserved-- runs, so the
+		// session never looks to have more room than it has.
+		if !slots[c.Slot].deliver(c.Lease) {
+			orphans = append(orphans, LeaseRef{JobID: c.Lease.Job.ID, Token: c.Lease.Token})
+		}
+	}
+	if len(orphans) > 0 {
+		// The session closed while we claimed: the worker never saw these.
+		if _, err := d.svc.store.ReleaseJobs(context.WithoutCancel(ctx), orphans, d.svc.now()); err != nil {
+			d.svc.log.ErrorContext(ctx, "release jobs claimed for a closed stream", "count", len(orphans), "err", err)
+		}
+		d.announce()
+	}
+	return len(claimed), nil
+}

@@ -1,0 +1,52 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Domain errors. Adapters map these to their own error forms (gRPC status
+// codes) in one place each.
+var (
+	// ErrNotFound means the job (or other object) does not exist, or no
+	// longer exists because retention removed it.
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseLost means the caller named a lease it no longer holds: the
+	// job was settled already, its lease expired and was taken back, or it
+	// was cancelled. Nothing was changed.
+	ErrLeaseLost = errors.New("lease lost: the job is no longer leased with this token")
+	// ErrFinished means the operation needs an unfinished job.
+	ErrFinished = errors.New("job already finished")
+	// ErrClosed means the service or session is shutting down.
+	ErrClosed = errors.New("service is shutting down")
+)
+
+// ValidationError says which field of a request is wrong and why.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
+}
+
+func invalid(field, format string, args ...any) *ValidationError {
+	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// TooLargeError means a field exceeds a configured size limit. It is kept
+// apart from ValidationError because clients should treat it as a resource
+// limit (gRPC RESOURCE_EXHAUSTED), not a malformed request.
+type TooLargeError struct {
+	Field string
+	Size  int
+	Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s is %d bytes, over the limit of %d", e.Field, e.Size, e.Limit)
+}
+
+// ErrAlreadyExists means a unique constraint refused a write.
+var ErrAlreadyExists = errors.New("already exists")
