@@ -21,6 +21,11 @@ var (
 	ErrShutdownTimeout = errors.New("queued: worker shutdown timeout")
 )
 
+// ErrRelease, returned (or wrapped) by a handler, hands the job back
+// unworked: no attempt counts and it can be leased again at once. Use it
+// for a job this worker decided not to run after all.
+var ErrRelease = errors.New("queued: release the job unworked")
+
 // Permanent marks err as not worth retrying: the worker fails the job at
 // once, whatever attempts remain. errors.Is/As still see err through it.
 func Permanent(err error) error {

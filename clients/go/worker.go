@@ -87,6 +87,7 @@ type Worker struct {
 	cfg      WorkerConfig
 	log      *slog.Logger
 	handlers map[string]HandlerFunc
+	fallback HandlerFunc
 	refs     atomic.Uint64
 	leaseDur atomic.Int64 // lease length the server grants, in ns
 
@@ -148,6 +149,14 @@ func (w *Worker) Handle(name string, h HandlerFunc) {
 	w.handlers[name] = h
 }
 
+// HandleAll registers a handler for jobs whose name has no handler of its
+// own. Without one, such jobs fail at once with a clear error.
+func (w *Worker) HandleAll(h HandlerFunc) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fallback = h
+}
+
 // HandleJSON registers a handler that receives the payload decoded from
 // JSON into T. A payload that does not decode fails the job permanently,
 // since retrying cannot fix it.
@@ -176,7 +185,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Unlock()
 		return errors.New("queued: Worker.Run called twice")
 	}
-	if len(w.handlers) == 0 {
+	if len(w.handlers) == 0 && w.fallback == nil {
 		w.mu.Unlock()
 		return errors.New("queued: no handlers registered; call Handle before Run")
 	}
@@ -314,6 +323,9 @@ func (w *Worker) startLocked(aj *activeJob) {
 	ctx, cancel := context.WithCancelCause(w.handlerCtx)
 	aj.cancel = cancel
 	h := w.handlers[aj.job.Name]
+	if h == nil {
+		h = w.fallback
+	}
 	go w.work(ctx, aj, h)
 }
 
@@ -336,9 +348,12 @@ func (w *Worker) work(ctx context.Context, aj *activeJob, h HandlerFunc) {
 		return
 	}
 	var req *queuedv1.LeaseRequest
-	if err == nil {
+	switch {
+	case errors.Is(err, ErrRelease):
+		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Release{Release: &queuedv1.ReleaseRequest{JobId: aj.job.ID, LeaseToken: aj.token}}}
+	case err == nil:
 		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Ack{Ack: &queuedv1.AckRequest{JobId: aj.job.ID, LeaseToken: aj.token, Result: result}}}
-	} else {
+	default:
 		w.log.Info("job failed", "job_id", aj.job.ID, "name", aj.job.Name, "attempt", aj.job.Attempt, "permanent", IsPermanent(err), "err", err)
 		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Nack{Nack: &queuedv1.NackRequest{
 			JobId: aj.job.ID, LeaseToken: aj.token, Error: err.Error(),
