@@ -64,6 +64,7 @@ func (s *Service) wakeAll() {
 	}
 	s.mu.Unlock()
 	s.wakePromoter()
+	s.wakeScheduler()
 }
 
 func (d *dispatcher) add(ss *Session) {
