@@ -157,3 +157,23 @@ func TestShutdownDrainsStreamsAndHandsBackUnsettledJobs(t *testing.T) {
 		t.Fatalf("acked job state = %v, want completed", got.GetState())
 	}
 }
+
+func TestDispatcherOfAnAbandonedQueueSetIsRetiredAndRecreated(t *testing.T) {
+	t.Parallel()
+	s := queuedtest.Start(t)
+	for round := range 3 {
+		w := openWorker(t, s.Client, &queuedv1.LeaseOpen{Queues: []string{"a", "b"}, Window: 1})
+		enqueue(t, s, spec("b"))
+		j := w.next(5 * time.Second)
+		w.ack(j, nil)
+		if err := w.closeAndWait(); err != nil {
+			t.Fatalf("round %d: stream ended with %v", round, err)
+		}
+		eventually(t, 5*time.Second, "dispatcher retired", func() bool {
+			return s.Service().ActiveDispatchers() == 0
+		})
+	}
+	if n := countRows(t, s, "state = 'completed'"); n != 3 {
+		t.Fatalf("completed = %d, want 3", n)
+	}
+}
