@@ -246,6 +246,7 @@ func metricValue(body, series string) float64 {
 	}
 	return -1
 }
+
 // syncBuffer collects a process's log from one goroutine while the test
 // reads it from another.
 type syncBuffer struct {
