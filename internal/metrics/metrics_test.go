@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,4 +155,77 @@ func scrape(t *testing.T, srv *queuedtest.Server) map[string]float64 {
 		out[line[:i]] = v
 	}
 	return out
+}
+
+// TestDashboardUsesExistingMetrics keeps deploy/grafana-dashboard.json
+// honest: every metric it queries is exported by a real server once each
+// kind of event has happened.
+func TestDashboardUsesExistingMetrics(t *testing.T) {
+	t.Parallel()
+	srv := queuedtest.Start(t, queuedtest.WithHTTP())
+	ctx := context.Background()
+	c := srv.Client
+	job := &queuedv1.JobSpec{Queue: "dq", Name: "d", UniqueKey: "once"}
+	for range 2 { // the second is a duplicate
+		if _, err := c.Enqueue(ctx, &queuedv1.EnqueueRequest{Jobs: []*queuedv1.JobSpec{job}}); err != nil {
+			t.Fatalf("Enqueue() = %v", err)
+		}
+	}
+	if _, err := c.Enqueue(ctx, &queuedv1.EnqueueRequest{Jobs: []*queuedv1.JobSpec{{Queue: "dq", Name: "d"}}}); err != nil {
+		t.Fatalf("Enqueue() = %v", err)
+	}
+	wctx, hangUp := context.WithCancel(ctx)
+	stream, err := c.Lease(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Open{Open: &queuedv1.LeaseOpen{Queues: []string{"dq"}, Window: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The first job is retried in an hour (it stays live, so the queue has
+	// series), the second fails for good.
+	for _, nack := range []*queuedv1.NackRequest{{RetryDelay: durationpb.New(time.Hour)}, {NonRetryable: true}} {
+		var leased *queuedv1.LeasedJob
+		for leased == nil {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			leased = m.GetJob()
+		}
+		nack.JobId, nack.LeaseToken = leased.GetJob().GetId(), leased.GetLeaseToken()
+		if _, err := c.Nack(ctx, nack); err != nil {
+			t.Fatalf("Nack() = %v", err)
+		}
+	}
+	hangUp()
+
+	dashboard, err := os.ReadFile("../../deploy/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`\b(?:queued|grpc_server|go|process)_[a-z_]+\b`).FindAllString(string(dashboard), -1)
+	if len(used) < 10 {
+		t.Fatalf("found only %d metric names in the dashboard", len(used))
+	}
+	var exported map[string]float64
+	deadline := time.Now().Add(10 * time.Second)
+	for missing := used; len(missing) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard queries metrics the server does not export: %v", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+		exported = scrape(t, srv)
+		names := make(map[string]bool)
+		for series := range exported {
+			name, _, _ := strings.Cut(series, "{")
+			names[name] = true
+		}
+		missing = nil
+		for _, n := range used {
+			if !names[n] {
+				missing = append(missing, n)
+			}
+		}
+	}
 }
