@@ -170,6 +170,10 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// A worker whose machine vanishes without closing its connection is
+		// found dead within Time+Timeout, its stream ends, and its jobs go
+		// back; without this they would wait for lease expiry.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
 		grpc.WaitForHandlers(true),
 	)
 	grpcserver.New(a.svc, a.log).Register(a.grpc)
