@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,15 +24,35 @@ import (
 )
 
 // TestTwoReplicasOneDatabase runs the docker-compose topology without
-// containers: two real queued processes on one database, producers and
-// workers spread over both. Every job enqueued through either replica is
-// worked exactly once by a worker on either; both replicas report ready and
-// serve metrics; SIGTERM stops both cleanly.
+// containers: two real queued processes on one database, the welcome-email
+// user-service on one and its email-worker on the other, plus raw-gRPC
+// producers and workers spread over both that keep exact books. Every job
+// enqueued through either replica is worked exactly once by a worker on
+// either; a signup through replica A is emailed by the worker on replica B;
+// both replicas report ready and serve metrics; SIGTERM stops both cleanly.
 func TestTwoReplicasOneDatabase(t *testing.T) {
 	t.Parallel()
 	bin := buildQueued(t)
 	dbURL := storetest.NewDatabase(t)
 	replicas := []*process{startQueued(t, bin, dbURL, "replica-a"), startQueued(t, bin, dbURL, "replica-b")}
+
+	// The example pair, as docker-compose runs it: producer on one replica,
+	// worker on the other.
+	sentLog := filepath.Join(t.TempDir(), "sent.log")
+	users := startExample(t, filepath.Join(filepath.Dir(bin), "user-service"), "QUEUED_ADDR="+replicas[0].grpcAddr, "USER_SERVICE_ADDR=127.0.0.1:0")
+	startExample(t, filepath.Join(filepath.Dir(bin), "email-worker"), "QUEUED_ADDR="+replicas[1].grpcAddr, "EMAIL_LOG_FILE="+sentLog)
+	usersAddr, ok := strings.CutPrefix(strings.Fields(users.firstLine)[3], "http://")
+	if !ok {
+		t.Fatalf("user-service said %q", users.firstLine)
+	}
+	resp, err := http.Post("http://"+usersAddr+"/signup", "application/json", strings.NewReader(`{"email":"grace@example.com","name":"Grace"}`))
+	if err != nil {
+		t.Fatalf("POST /signup: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /signup = %s", resp.Status)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -81,6 +100,10 @@ func TestTwoReplicasOneDatabase(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	waitUntil(t, 30*time.Second, "the welcome email sent by the worker on replica B", func() bool {
+		b, _ := os.ReadFile(sentLog)
+		return strings.Contains(string(b), "to=grace@example.com")
+	})
 	if v := ledger.Violations(); len(v) > 0 {
 		t.Fatalf("%d redeliveries after a confirmed ack, e.g. %s", len(v), v[0])
 	}
@@ -101,8 +124,12 @@ func TestTwoReplicasOneDatabase(t *testing.T) {
 		}
 		body := get(t, "http://"+r.httpAddr+"/metrics")
 		enqueuedByReplicas += metricValue(body, `queued_jobs_enqueued_total{queue="welcome"}`)
-		if metricValue(body, `queued_workers_connected`) != 2 {
-			t.Errorf("%s: queued_workers_connected = %v, want 2", r.name, metricValue(body, `queued_workers_connected`))
+		want := 2.0 // the raw workers
+		if r == replicas[1] {
+			want++ // and the email-worker's stream
+		}
+		if got := metricValue(body, `queued_workers_connected`); got != want {
+			t.Errorf("%s: queued_workers_connected = %v, want %v", r.name, got, want)
 		}
 	}
 	if enqueuedByReplicas != float64(len(enqueued)) {
@@ -124,15 +151,77 @@ func TestTwoReplicasOneDatabase(t *testing.T) {
 	t.Logf("%d jobs through 2 replicas, %d deliveries, workers %v", len(enqueued), ledger.Deliveries(), leasedBy)
 }
 
-// buildQueued builds this command into a temporary folder.
+// buildQueued builds this command and the welcome-email pair into a
+// temporary folder and returns the path of queued.
 func buildQueued(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "queued")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), ".",
+		"../../examples/welcome-email/user-service", "../../examples/welcome-email/email-worker").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	return bin
+	return filepath.Join(dir, "queued")
+}
+
+type example struct {
+	cmd       *exec.Cmd
+	firstLine string
+}
+
+// startExample runs an example program with extra environment and waits
+// for the first line it prints (its "listening"/"working" banner).
+func startExample(t *testing.T, path string, env ...string) *example {
+	t.Helper()
+	cmd := exec.Command(path)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		first := true
+		for sc.Scan() { // keep draining so the program never blocks on stdout
+			if first {
+				lines <- sc.Text()
+				first = false
+			}
+		}
+	}()
+	select {
+	case l := <-lines:
+		return &example{cmd: cmd, firstLine: l}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s printed nothing within 30 s", path)
+		return nil
+	}
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 type process struct {
@@ -163,7 +252,7 @@ func startQueued(t *testing.T, bin, dbURL, name string) *process {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
-			p.log.WriteString(line + "\n")
+			_, _ = p.log.Write([]byte(line + "\n"))
 			var rec struct{ Msg, GRPC, HTTP string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "queued is serving" {
 				p.grpcAddr, p.httpAddr = rec.GRPC, rec.HTTP
@@ -245,23 +334,4 @@ func metricValue(body, series string) float64 {
 		}
 	}
 	return -1
-}
-
-// syncBuffer collects a process's log from one goroutine while the test
-// reads it from another.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) WriteString(v string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.WriteString(v)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
