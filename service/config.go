@@ -21,6 +21,10 @@ const (
 	ClaimBatchMaxDefault      = 1_000
 	WriteBatchMaxDefault      = 2_000
 	FlushersDefault           = 2
+	// ScheduleMisfireGraceDefault: a tick fired up to a minute late is on
+	// time; older ticks follow the schedule's catch-up policy.
+	ScheduleMisfireGraceDefault = time.Minute
+	SchedulerMaxSleepDefault    = time.Minute
 )
 
 // MaxNameLength bounds queue and job names, so they stay usable as labels
@@ -62,6 +66,16 @@ type Config struct {
 	Flushers int
 	// ReplicaID names this server instance in logs and lease owners.
 	ReplicaID string
+	// ParseCron parses the cron expressions of schedules; nil means only
+	// "every <duration>" schedules are accepted. cmd/queued and tests wire
+	// internal/cronspec.
+	ParseCron CronParser
+	// ScheduleMisfireGrace is how late a schedule tick may fire and still
+	// count as on time rather than missed (see CatchUpPolicy).
+	ScheduleMisfireGrace time.Duration
+	// SchedulerMaxSleep bounds the scheduler's sleep between looks at the
+	// schedules, the safety net for a lost change notification.
+	SchedulerMaxSleep time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +97,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ClaimBatchMax, ClaimBatchMaxDefault)
 	setDefault(&c.WriteBatchMax, WriteBatchMaxDefault)
 	setDefault(&c.Flushers, FlushersDefault)
+	setDefault(&c.ScheduleMisfireGrace, ScheduleMisfireGraceDefault)
+	setDefault(&c.SchedulerMaxSleep, SchedulerMaxSleepDefault)
 	if c.ReplicaID == "" {
 		c.ReplicaID = "queued"
 	}
@@ -94,7 +110,8 @@ func (c Config) validate() error {
 	if c.LeaseDuration > c.MaxLeaseDuration {
 		errs = append(errs, errors.New("lease duration exceeds the maximum lease duration"))
 	}
-	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 {
+	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 ||
+		c.ScheduleMisfireGrace < 0 || c.SchedulerMaxSleep < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	if c.DefaultMaxAttempts < 1 {

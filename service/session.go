@@ -96,12 +96,9 @@ func (s *Service) OpenSession(p SessionParams) (*Session, error) {
 	if sess.workerID == "" {
 		sess.workerID = sess.id
 	}
-	disp, err := s.dispatcherFor(queues)
-	if err != nil {
+	if err := s.attach(sess); err != nil {
 		return nil, err
 	}
-	sess.disp = disp
-	disp.add(sess)
 	return sess, nil
 }
 
@@ -235,7 +232,7 @@ func (ss *Session) Close(ctx context.Context) error {
 	}
 	ss.closed = true
 	ss.mu.Unlock()
-	ss.disp.remove(ss)
+	ss.svc.detach(ss)
 	ss.inflight.Wait()
 
 	ss.mu.Lock()

@@ -10,6 +10,7 @@ import (
 // cancels a running one, also publishes a Notification in the same
 // transaction so that dispatchers on every replica wake up.
 type Store interface {
+	ScheduleStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)
@@ -78,6 +79,8 @@ const (
 	NotifyAvailable NotificationKind = iota + 1
 	// NotifyCancelled: the running job JobID was cancelled.
 	NotifyCancelled
+	// NotifySchedules: a schedule was created, changed or deleted.
+	NotifySchedules
 )
 
 // Notification is a cross-replica signal published by the store.

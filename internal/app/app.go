@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/queued-dev/queued/internal/cronspec"
 	"github.com/queued-dev/queued/migrations"
 	"github.com/queued-dev/queued/service"
 	"github.com/queued-dev/queued/service/grpcserver"
@@ -124,6 +125,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if svcCfg.Logger == nil {
 		svcCfg.Logger = a.log
 	}
+	if svcCfg.ParseCron == nil {
+		svcCfg.ParseCron = ParseCron
+	}
 	a.svc, err = service.New(store.New(a.pool), svcCfg)
 	if err != nil {
 		return nil, err
@@ -143,9 +147,14 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// A worker whose machine vanishes without closing its connection is
+		// found dead within Time+Timeout, its stream ends, and its jobs go
+		// back; without this they would wait for lease expiry.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
 		grpc.WaitForHandlers(true),
 	)
 	grpcserver.New(a.svc, a.log).Register(a.grpc)
+	grpcserver.NewScheduleServer(a.svc, a.log).Register(a.grpc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
@@ -348,4 +357,14 @@ func recovered(l *slog.Logger) recovery.RecoveryHandlerFunc {
 		l.Error("panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	}
+}
+
+// ParseCron is the service's cron parser: internal/cronspec, which wraps
+// robfig/cron's parser with queued's daylight-saving rule.
+func ParseCron(expr string, loc *time.Location) (service.ScheduleSpec, error) {
+	spec, err := cronspec.Parse(expr, loc)
+	if err != nil {
+		return nil, err
+	}
+	return spec, nil
 }
