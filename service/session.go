@@ -163,6 +163,15 @@ func (ss *Session) Ack(ctx context.Context, ref LeaseRef, result []byte) error {
 	return ss.svc.Ack(ctx, ref, result)
 }
 
+// AckThen completes a job and enqueues its continuations atomically.
+func (ss *Session) AckThen(ctx context.Context, ref LeaseRef, result []byte, then []FlowSpec) ([]int64, error) {
+	if !ss.begin() {
+		return nil, ErrClosed
+	}
+	defer ss.inflight.Done()
+	return ss.svc.AckThen(ctx, ref, result, then)
+}
+
 // Nack fails the current attempt.
 func (ss *Session) Nack(ctx context.Context, p NackParams) (Job, error) {
 	if !ss.begin() {

@@ -19,6 +19,8 @@ type Store interface {
 	ClaimJobs(ctx context.Context, p ClaimParams) ([]ClaimedJob, error)
 	// CompleteJobs marks leased jobs completed. It returns, per input, nil
 	// or ErrLeaseLost / ErrNotFound; the error return is for the batch.
+	// A completed flow child counts as finished for its parent in the same
+	// statement, releasing the parent when it was the last one.
 	CompleteJobs(ctx context.Context, acks []Completion, now time.Time) ([]error, error)
 	// FailAttempt ends the current attempt of a leased job with an error.
 	// decide chooses the job's next state from the locked row.
@@ -45,9 +47,23 @@ type Store interface {
 	// GetJob returns one job.
 	GetJob(ctx context.Context, id int64) (Job, error)
 	// CancelJob moves an unfinished job to cancelled and reports the state
-	// it had. A running job's lease is voided and its cancellation is
+	// it had. Its unfinished flow subtree is cancelled with it, and its
+	// parent learns of it, in the same transaction. A running job's lease is voided and its cancellation is
 	// published so the replica holding its stream tells the worker.
 	CancelJob(ctx context.Context, id int64, reason string, now time.Time) (job Job, previous JobState, err error)
+	// InsertFlows inserts flows (each in pre-order, see NewFlowJob) in one
+	// transaction and returns each flow's jobs in the same order.
+	InsertFlows(ctx context.Context, flows [][]NewFlowJob) ([][]Job, error)
+	// CompleteThen acks one lease and inserts flows in one transaction,
+	// returning the flows' root ids; on a lost lease nothing is inserted.
+	CompleteThen(ctx context.Context, ack Completion, then [][]NewFlowJob, now time.Time) ([]int64, error)
+	// GetFlow returns every job of the flow job id belongs to, in id order
+	// (so parents before children). A job outside flows is ErrNotFound.
+	GetFlow(ctx context.Context, id int64) ([]Job, error)
+	// ExpireChildDeadlines ends the wait of up to limit parents whose
+	// children deadline passed before now: their unfinished children are
+	// cancelled, and each child's policy decides the parent's fate.
+	ExpireChildDeadlines(ctx context.Context, now time.Time, limit int) (int, error)
 	// Listen delivers notifications published by any replica until ctx
 	// ends. It reconnects by itself and calls onReconnect after a gap, when
 	// notifications may have been missed.

@@ -48,7 +48,8 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // returns whole jobs.
 const jobColumns = `j.id, j.queue, j.name, j.payload, j.metadata, j.priority, j.state, j.attempt,
 	j.max_attempts, j.backoff, j.unique_key, j.run_at, j.created_at, j.started_at, j.finished_at,
-	j.lease_token::text AS lease_token, j.lease_expires_at, j.leased_by, j.result, j.progress, j.errors`
+	j.lease_token::text AS lease_token, j.lease_expires_at, j.leased_by, j.result, j.progress, j.errors,
+	j.parent_id, j.flow_id, j.child_name, j.child_policy, j.child_count, j.pending_children, j.children_deadline`
 
 // jobRow is a row of queued_jobs as scanned; it never leaves this package.
 type jobRow struct {
@@ -73,6 +74,30 @@ type jobRow struct {
 	Result         []byte                 `db:"result"`
 	Progress       []byte                 `db:"progress"`
 	Errors         []service.AttemptError `db:"errors"`
+	flowColumns
+}
+
+// flowColumns are a job's place in a flow (migrations/0004_flows.sql).
+type flowColumns struct {
+	ParentID         *int64     `db:"parent_id"`
+	FlowID           *int64     `db:"flow_id"`
+	ChildName        *string    `db:"child_name"`
+	ChildPolicy      *string    `db:"child_policy"`
+	ChildCount       int32      `db:"child_count"`
+	PendingChildren  int32      `db:"pending_children"`
+	ChildrenDeadline *time.Time `db:"children_deadline"`
+}
+
+func (f flowColumns) toLink() service.FlowLink {
+	return service.FlowLink{
+		FlowID:           deref(f.FlowID),
+		ParentID:         deref(f.ParentID),
+		ChildName:        deref(f.ChildName),
+		Policy:           service.ChildPolicy(deref(f.ChildPolicy)),
+		ChildCount:       f.ChildCount,
+		PendingChildren:  f.PendingChildren,
+		ChildrenDeadline: deref(f.ChildrenDeadline),
+	}
 }
 
 func (r jobRow) toJob() service.Job {
@@ -97,6 +122,7 @@ func (r jobRow) toJob() service.Job {
 		Progress:       r.Progress,
 		LeasedBy:       deref(r.LeasedBy),
 		LeaseExpiresAt: deref(r.LeaseExpiresAt),
+		Flow:           r.flowColumns.toLink(),
 	}
 }
 

@@ -82,7 +82,12 @@ type Job struct {
 	LeasedBy       string    `json:"leased_by,omitempty"`
 	LeaseExpiresAt time.Time `json:"lease_expires_at"`
 
-	lease *activeJob // set for jobs handed to a worker's handler
+	// Children are a flow parent's children with their results and
+	// errors, as they were when the parent was leased.
+	Children []ChildResult `json:"children,omitempty"`
+
+	lease *activeJob  // set for jobs handed to a worker's handler
+	then  []*FlowNode // continuations added by the handler (Then)
 }
 
 // DecodeJSON unmarshals the job's payload into v.

@@ -298,6 +298,7 @@ func (w *Worker) waitIdle(d time.Duration) bool {
 // received takes a job the server leased on conn.
 func (w *Worker) received(conn *leaseConn, lj *queuedv1.LeasedJob) {
 	job := jobFromProto(lj.GetJob())
+	job.Children = childrenFromProto(lj.GetChildren())
 	aj := &activeJob{w: w, job: job, token: lj.GetLeaseToken(), conn: conn, owned: true, expires: timeOf(lj.GetLeaseExpiresAt())}
 	job.lease = aj
 	w.mu.Lock()
@@ -352,7 +353,7 @@ func (w *Worker) work(ctx context.Context, aj *activeJob, h HandlerFunc) {
 	case errors.Is(err, ErrRelease):
 		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Release{Release: &queuedv1.ReleaseRequest{JobId: aj.job.ID, LeaseToken: aj.token}}}
 	case err == nil:
-		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Ack{Ack: &queuedv1.AckRequest{JobId: aj.job.ID, LeaseToken: aj.token, Result: result}}}
+		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Ack{Ack: &queuedv1.AckRequest{JobId: aj.job.ID, LeaseToken: aj.token, Result: result, Then: aj.job.thenProto()}}}
 	default:
 		w.log.Info("job failed", "job_id", aj.job.ID, "name", aj.job.Name, "attempt", aj.job.Attempt, "permanent", IsPermanent(err), "err", err)
 		req = &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Nack{Nack: &queuedv1.NackRequest{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -133,5 +134,40 @@ func TestWorkPrintsAndAcksJobs(t *testing.T) {
 	j, err := c.GetJob(context.Background(), 3)
 	if err != nil || j.State != queued.StateFailed || j.Errors[0].Message != "bad input" {
 		t.Fatalf("job 3 = %+v, %v; want failed with the given error", j, err)
+	}
+}
+
+func TestFlowGetPrintsTheTree(t *testing.T) {
+	t.Parallel()
+	s := queuedtest.Start(t)
+	c, err := queued.Dial(context.Background(), s.GRPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := c.EnqueueFlow(context.Background(), queued.NewFlow(queued.NewSpec("reports", "assemble", nil)).
+		Child("sales", queued.NewFlow(queued.NewSpec("etl", "sum", nil)).
+			Child("q1", queued.NewFlow(queued.NewSpec("etl", "extract", nil)))).
+		Child("stock", queued.NewFlow(queued.NewSpec("etl", "extract", nil)), queued.IgnoreFailure))
+	if err != nil {
+		t.Fatalf("EnqueueFlow() = %v", err)
+	}
+	q1 := f.Root.Children[0].Children[0].Job.ID
+	out, err := ctl(t, s, "flow", "get", fmt.Sprint(q1))
+	if err != nil {
+		t.Fatalf("flow get = %v", err)
+	}
+	want := fmt.Sprintf(`flow %d
+%d assemble [reports] waiting_children (2 of 2 children pending)
+├─ sales: %d sum [etl] waiting_children (1 of 1 children pending)
+│  └─ q1: %d extract [etl] available
+└─ stock: %d extract [etl] available (on failure: ignore)
+`, f.ID, f.ID, f.Root.Children[0].Job.ID, q1, f.Root.Children[1].Job.ID)
+	if out != want {
+		t.Fatalf("flow get printed\n%s\nwant\n%s", out, want)
+	}
+	out, err = ctl(t, s, "--json", "flow", "get", fmt.Sprint(f.ID))
+	if err != nil || !strings.Contains(out, `"child_name":"stock"`) {
+		t.Fatalf("flow get --json = %v\n%s", err, out)
 	}
 }

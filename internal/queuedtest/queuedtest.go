@@ -23,6 +23,7 @@ type Server struct {
 	DatabaseURL string
 	Conn        *grpc.ClientConn
 	Client      queuedv1.QueueServiceClient
+	Flows       queuedv1.FlowServiceClient
 }
 
 // Option adjusts the server's configuration.
@@ -83,5 +84,5 @@ func StartOn(t testing.TB, dbURL string, opts ...Option) *Server {
 		t.Fatalf("dial server: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn)}
+	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn), Flows: queuedv1.NewFlowServiceClient(conn)}
 }
