@@ -21,6 +21,10 @@ const (
 	ClaimBatchMaxDefault      = 1_000
 	WriteBatchMaxDefault      = 2_000
 	FlushersDefault           = 2
+	WatchRetentionDefault     = time.Hour
+	WatchBufferDefault        = 10_000
+	WatchReadBatchDefault     = 1_000
+	WatchCheckpointDefault    = 5 * time.Second
 )
 
 // MaxNameLength bounds queue and job names, so they stay usable as labels
@@ -62,6 +66,19 @@ type Config struct {
 	Flushers int
 	// ReplicaID names this server instance in logs and lease owners.
 	ReplicaID string
+	// WatchRetention is how old a watch cursor may be: a watcher that
+	// resumes within it misses no terminal change. It must be shorter than
+	// Retention, which keeps the finished jobs it reads.
+	WatchRetention time.Duration
+	// WatchBuffer bounds the events buffered for one watcher; a watcher
+	// that falls further behind is disconnected (RESOURCE_EXHAUSTED), so
+	// a slow watcher costs neither the queue nor other watchers.
+	WatchBuffer int
+	// WatchReadBatch bounds the changes one read returns.
+	WatchReadBatch int
+	// WatchCheckpoint is how often a watcher whose filter matched nothing
+	// is sent its advanced cursor, so it can resume from near the present.
+	WatchCheckpoint time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +100,10 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ClaimBatchMax, ClaimBatchMaxDefault)
 	setDefault(&c.WriteBatchMax, WriteBatchMaxDefault)
 	setDefault(&c.Flushers, FlushersDefault)
+	setDefault(&c.WatchRetention, WatchRetentionDefault)
+	setDefault(&c.WatchBuffer, WatchBufferDefault)
+	setDefault(&c.WatchReadBatch, WatchReadBatchDefault)
+	setDefault(&c.WatchCheckpoint, WatchCheckpointDefault)
 	if c.ReplicaID == "" {
 		c.ReplicaID = "queued"
 	}
@@ -96,6 +117,12 @@ func (c Config) validate() error {
 	}
 	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.WatchRetention >= c.Retention {
+		errs = append(errs, errors.New("watch retention must be shorter than retention: finished jobs are what a resumed watch reads"))
+	}
+	if c.WatchRetention < 0 || c.WatchCheckpoint < 0 || c.WatchBuffer < 0 {
+		errs = append(errs, errors.New("watch settings must not be negative"))
 	}
 	if c.DefaultMaxAttempts < 1 {
 		errs = append(errs, errors.New("default max attempts must be at least 1"))

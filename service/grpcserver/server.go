@@ -34,6 +34,7 @@ func New(svc *service.Service, log *slog.Logger) *Server {
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
 	queuedv1.RegisterQueueServiceServer(g, s)
+	queuedv1.RegisterWatchServiceServer(g, &watchServer{s: s})
 }
 
 // Enqueue inserts jobs, all or none.
