@@ -121,6 +121,9 @@ func (c Config) validate() error {
 	if c.WatchRetention >= c.Retention {
 		errs = append(errs, errors.New("watch retention must be shorter than retention: finished jobs are what a resumed watch reads"))
 	}
+	if c.WatchBuffer < c.WatchReadBatch {
+		errs = append(errs, errors.New("the watch buffer must hold at least one read batch"))
+	}
 	if c.WatchRetention < 0 || c.WatchCheckpoint < 0 || c.WatchBuffer < 0 {
 		errs = append(errs, errors.New("watch settings must not be negative"))
 	}

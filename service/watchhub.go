@@ -183,11 +183,12 @@ func (h *watchHub) read(ctx context.Context) error {
 	}
 }
 
-// batchFor picks the changes of b that f matches.
+// batchFor picks the changes of b that f matches, kinds included, so a
+// watcher's buffer holds only what it will send.
 func batchFor(f WatchFilter, b ChangeBatch, at time.Time) *hubBatch {
 	out := &hubBatch{snap: b.Snapshot, at: at, complete: b.Complete}
 	for i, c := range b.Changes {
-		if !f.matches(c.Job) {
+		if !f.matches(c.Job) || !f.wants(changeKind(c)) {
 			continue
 		}
 		whole := b.Complete

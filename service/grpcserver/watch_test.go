@@ -71,25 +71,21 @@ func TestWatchReportsRetryFailureAndCancellation(t *testing.T) {
 
 	w := openWorker(t, s.Client, &queuedv1.LeaseOpen{Queues: []string{"f"}, Window: 1})
 	nack := func(j *queuedv1.LeasedJob, msg string) {
-		if _, err := s.Client.Nack(context.Background(), &queuedv1.NackRequest{JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, RetryDelay: dur(time.Millisecond)}); err != nil {
+		if _, err := s.Client.Nack(context.Background(), &queuedv1.NackRequest{JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, RetryDelay: dur(2 * time.Second)}); err != nil {
 			t.Fatalf("Nack() = %v", err)
 		}
 	}
-	nack(w.next(5*time.Second), "boom 1")
+	j := w.next(5 * time.Second)
 	wa.wantJobEvent(kindLeased, failing)
+	nack(j, "boom 1")
 	e := wa.wantJobEvent(kindRetry, failing)
 	if e.GetError().GetMessage() != "boom 1" || e.GetError().GetAttempt() != 1 || e.GetJob().GetRunAt() == nil {
 		t.Fatalf("retry event error = %v run_at %v, want boom 1 of attempt 1 and a run time", e.GetError(), e.GetJob().GetRunAt())
 	}
 	// The retry comes due (AVAILABLE) and is leased again; those events
 	// may coalesce, so look for the failure.
-	nack(w.next(10*time.Second), "boom 2")
-	for {
-		e = wa.nextJob(10 * time.Second)
-		if e.GetKind() == kindFailed {
-			break
-		}
-	}
+	nack(w.next(15*time.Second), "boom 2")
+	e = wa.untilKind(kindFailed)
 	if e.GetError().GetMessage() != "boom 2" || len(e.GetJob().GetErrors()) != 2 {
 		t.Fatalf("failed event error = %v, errors %v; want boom 2 and both errors", e.GetError(), e.GetJob().GetErrors())
 	}
