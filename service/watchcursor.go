@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -124,22 +125,37 @@ func ParseSnapshot(text string) (Snapshot, error) {
 }
 
 // Cursor is how far a watcher has read the stream of job changes: every
-// change written by a transaction in Seen, plus the changes that
-// transaction PartXID made to jobs with id <= PartID (a transaction's
-// changes are read in job id order, and a reader may stop inside one).
+// change written by a transaction in Seen, plus, for each transaction it
+// stopped inside (Parts), that transaction's changes to jobs with id up to
+// the part's. A transaction's changes are read in job id order; more than
+// one can be open at once when a lower transaction id commits late.
 // At is when the cursor's snapshot was read; cursors older than the watch
 // retention are refused because the changes they lack may be gone.
 type Cursor struct {
-	Seen    Snapshot
-	PartXID uint64
-	PartID  int64
-	At      time.Time
+	Seen  Snapshot
+	Parts []Part
+	At    time.Time
+}
+
+// Part says that the changes transaction XID made to jobs with id <= ID
+// have been read.
+type Part struct {
+	XID uint64
+	ID  int64
 }
 
 // Covers reports whether the change that transaction xid made to job id is
 // behind the cursor.
 func (c Cursor) Covers(xid uint64, id int64) bool {
-	return c.Seen.Visible(xid) || (xid == c.PartXID && id <= c.PartID)
+	if c.Seen.Visible(xid) {
+		return true
+	}
+	for _, p := range c.Parts {
+		if p.XID == xid {
+			return id <= p.ID
+		}
+	}
+	return false
 }
 
 // advance moves c past the change (xid, id) of a batch read in snapshot r,
@@ -156,10 +172,22 @@ func (c Cursor) advance(r Snapshot, xid uint64, id int64, whole bool) Cursor {
 		if xid > 0 {
 			out.Seen = union(c.Seen, r.upTo(xid-1))
 		}
-		out.PartXID, out.PartID = xid, id
 	}
-	if out.PartXID == 0 && c.PartXID != 0 && !out.Seen.Visible(c.PartXID) {
-		out.PartXID, out.PartID = c.PartXID, c.PartID
+	out.Parts = keepParts(c.Parts, out.Seen, xid)
+	if !whole {
+		out.Parts = append(out.Parts, Part{XID: xid, ID: id})
+		slices.SortFunc(out.Parts, func(a, b Part) int { return cmp.Compare(a.XID, b.XID) })
+	}
+	return out
+}
+
+// keepParts drops the parts that seen covers whole, and the part of xid.
+func keepParts(parts []Part, seen Snapshot, xid uint64) []Part {
+	var out []Part
+	for _, p := range parts {
+		if p.XID != xid && !seen.Visible(p.XID) {
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -171,9 +199,7 @@ func (c Cursor) absorb(r Snapshot, at time.Time) Cursor {
 	if at.After(out.At) {
 		out.At = at
 	}
-	if c.PartXID != 0 && !out.Seen.Visible(c.PartXID) {
-		out.PartXID, out.PartID = c.PartXID, c.PartID
-	}
+	out.Parts = keepParts(c.Parts, out.Seen, 0)
 	return out
 }
 
@@ -181,29 +207,43 @@ func (c Cursor) absorb(r Snapshot, at time.Time) Cursor {
 const cursorVersion = "c1"
 
 // String is the cursor's text form, which clients treat as opaque:
-// c1.<unix ms>.<xmin:xmax:xip>.<part xid>.<part id>
+// c1.<unix ms>.<xmin:xmax:xip>.<xid:id,...>
 func (c Cursor) String() string {
-	return fmt.Sprintf("%s.%d.%s.%d.%d", cursorVersion, c.At.UnixMilli(), c.Seen, c.PartXID, c.PartID)
+	var parts strings.Builder
+	for i, p := range c.Parts {
+		if i > 0 {
+			parts.WriteByte(',')
+		}
+		fmt.Fprintf(&parts, "%d:%d", p.XID, p.ID)
+	}
+	return fmt.Sprintf("%s.%d.%s.%s", cursorVersion, c.At.UnixMilli(), c.Seen, parts.String())
 }
 
 // ParseCursor reads a cursor's text form.
 func ParseCursor(text string) (Cursor, error) {
-	parts := strings.Split(text, ".")
-	if len(parts) != 5 || parts[0] != cursorVersion {
+	fields := strings.Split(text, ".")
+	if len(fields) != 4 || fields[0] != cursorVersion {
 		return Cursor{}, invalid("cursor", "%q is not a cursor this server issued", text)
 	}
-	ms, err := strconv.ParseInt(parts[1], 10, 64)
+	ms, err := strconv.ParseInt(fields[1], 10, 64)
 	if err != nil {
 		return Cursor{}, invalid("cursor", "%q: bad time", text)
 	}
-	seen, err := ParseSnapshot(parts[2])
+	seen, err := ParseSnapshot(fields[2])
 	if err != nil {
 		return Cursor{}, invalid("cursor", "%q: %v", text, err)
 	}
-	px, err1 := strconv.ParseUint(parts[3], 10, 64)
-	pid, err2 := strconv.ParseInt(parts[4], 10, 64)
-	if err1 != nil || err2 != nil {
-		return Cursor{}, invalid("cursor", "%q: bad position", text)
+	c := Cursor{Seen: seen, At: time.UnixMilli(ms)}
+	if fields[3] != "" {
+		for _, f := range strings.Split(fields[3], ",") {
+			xs, ids, ok := strings.Cut(f, ":")
+			x, err1 := strconv.ParseUint(xs, 10, 64)
+			id, err2 := strconv.ParseInt(ids, 10, 64)
+			if !ok || err1 != nil || err2 != nil {
+				return Cursor{}, invalid("cursor", "%q: bad position %q", text, f)
+			}
+			c.Parts = append(c.Parts, Part{XID: x, ID: id})
+		}
 	}
-	return Cursor{Seen: seen, PartXID: px, PartID: pid, At: time.UnixMilli(ms)}, nil
+	return c, nil
 }

@@ -22,8 +22,8 @@ const changeColumns = `j.id, j.queue, j.name, j.metadata, j.priority, j.state, j
 
 // The changes a cursor has not seen are those written by a transaction at
 // or after its snapshot's xmax, or by one its snapshot listed as in
-// progress; minus, for the transaction it stopped inside, the jobs up to
-// @part_id. Each branch walks the change_xid index in order and stops at
+// progress; minus, for each transaction it stopped inside, the jobs up to
+// the id it reached. Each branch walks the change_xid index in order and stops at
 // the limit, so a long-open transaction costs a point lookup. The snapshot
 // the rows were read in is returned with them (pg_current_snapshot() is
 // the statement's own snapshot), so the next read starts exactly where
@@ -31,7 +31,8 @@ const changeColumns = `j.id, j.queue, j.name, j.metadata, j.priority, j.state, j
 const (
 	unseenAfterXmax = `j.change_xid >= @xmax::bigint::text::xid8`
 	unseenInXip     = `j.change_xid = ANY(@xip::bigint[]::text[]::xid8[])`
-	notPart         = `NOT (j.change_xid = @part_xid::bigint::text::xid8 AND j.id <= @part_id)`
+	notPart         = `NOT EXISTS (SELECT 1 FROM unnest(@part_xids::bigint[]::text[]::xid8[], @part_ids::bigint[]) p(xid, id)
+                   WHERE j.change_xid = p.xid AND j.id <= p.id)`
 )
 
 func readChangesSQL(filter string) string {
@@ -131,9 +132,13 @@ func (s *Store) ReadChanges(ctx context.Context, q service.ChangeQuery) (service
 	for i, x := range q.After.Seen.Xip {
 		xip[i] = int64(x)
 	}
+	partXIDs, partIDs := make([]int64, len(q.After.Parts)), make([]int64, len(q.After.Parts))
+	for i, p := range q.After.Parts {
+		partXIDs[i], partIDs[i] = int64(p.XID), p.ID
+	}
 	args := pgx.NamedArgs{
 		"xmax": int64(q.After.Seen.Xmax), "xip": xip,
-		"part_xid": int64(q.After.PartXID), "part_id": q.After.PartID, "limit": q.Limit,
+		"part_xids": partXIDs, "part_ids": partIDs, "limit": q.Limit,
 	}
 	query := readChangesAllSQL
 	switch {

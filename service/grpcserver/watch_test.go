@@ -170,3 +170,20 @@ func TestWatchEventKindsMatchTheProto(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchEndsWithUnavailableWhenTheServerDrains(t *testing.T) {
+	t.Parallel()
+	s := queuedtest.Start(t)
+	wa := openWatch(t, s.Conn, &queuedv1.WatchRequest{Queue: "q"})
+	wa.live()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	wantCode(t, wa.end(10*time.Second), codes.Unavailable)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown() = %v", err)
+	}
+}
