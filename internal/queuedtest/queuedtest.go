@@ -38,6 +38,12 @@ func WithHTTP() Option {
 	return func(c *app.Config) { c.HTTPAddr = "127.0.0.1:0" }
 }
 
+// WithGRPCAddr listens on addr instead of a free port, e.g. the address of
+// a server the test killed, so clients see "the same server came back".
+func WithGRPCAddr(addr string) Option {
+	return func(c *app.Config) { c.GRPCAddr = addr }
+}
+
 // Start runs a server on a fresh database.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
