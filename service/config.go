@@ -68,7 +68,8 @@ type Config struct {
 	ReplicaID string
 	// WatchRetention is how old a watch cursor may be: a watcher that
 	// resumes within it misses no terminal change. It must be shorter than
-	// Retention, which keeps the finished jobs it reads.
+	// Retention, which keeps the finished jobs it reads; unset, it is an
+	// hour or half of Retention, whichever is shorter.
 	WatchRetention time.Duration
 	// WatchBuffer bounds the events buffered for one watcher; a watcher
 	// that falls further behind is disconnected (RESOURCE_EXHAUSTED), so
@@ -100,7 +101,11 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ClaimBatchMax, ClaimBatchMaxDefault)
 	setDefault(&c.WriteBatchMax, WriteBatchMaxDefault)
 	setDefault(&c.Flushers, FlushersDefault)
-	setDefault(&c.WatchRetention, WatchRetentionDefault)
+	if c.WatchRetention == 0 {
+		// Leave half of a short job retention as margin: a finished job
+		// a resumed watch must read is deleted after Retention.
+		c.WatchRetention = min(WatchRetentionDefault, c.Retention/2)
+	}
 	setDefault(&c.WatchBuffer, WatchBufferDefault)
 	setDefault(&c.WatchReadBatch, WatchReadBatchDefault)
 	setDefault(&c.WatchCheckpoint, WatchCheckpointDefault)
