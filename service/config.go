@@ -25,6 +25,10 @@ const (
 	WatchBufferDefault        = 10_000
 	WatchReadBatchDefault     = 1_000
 	WatchCheckpointDefault    = 5 * time.Second
+	// ScheduleMisfireGraceDefault: a tick fired up to a minute late is on
+	// time; older ticks follow the schedule's catch-up policy.
+	ScheduleMisfireGraceDefault = time.Minute
+	SchedulerMaxSleepDefault    = time.Minute
 )
 
 // MaxNameLength bounds queue and job names, so they stay usable as labels
@@ -80,6 +84,16 @@ type Config struct {
 	// WatchCheckpoint is how often a watcher whose filter matched nothing
 	// is sent its advanced cursor, so it can resume from near the present.
 	WatchCheckpoint time.Duration
+	// ParseCron parses the cron expressions of schedules; nil means only
+	// "every <duration>" schedules are accepted. cmd/queued and tests wire
+	// internal/cronspec.
+	ParseCron CronParser
+	// ScheduleMisfireGrace is how late a schedule tick may fire and still
+	// count as on time rather than missed (see CatchUpPolicy).
+	ScheduleMisfireGrace time.Duration
+	// SchedulerMaxSleep bounds the scheduler's sleep between looks at the
+	// schedules, the safety net for a lost change notification.
+	SchedulerMaxSleep time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +123,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.WatchBuffer, WatchBufferDefault)
 	setDefault(&c.WatchReadBatch, WatchReadBatchDefault)
 	setDefault(&c.WatchCheckpoint, WatchCheckpointDefault)
+	setDefault(&c.ScheduleMisfireGrace, ScheduleMisfireGraceDefault)
+	setDefault(&c.SchedulerMaxSleep, SchedulerMaxSleepDefault)
 	if c.ReplicaID == "" {
 		c.ReplicaID = "queued"
 	}
@@ -120,7 +136,8 @@ func (c Config) validate() error {
 	if c.LeaseDuration > c.MaxLeaseDuration {
 		errs = append(errs, errors.New("lease duration exceeds the maximum lease duration"))
 	}
-	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 {
+	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 ||
+		c.ScheduleMisfireGrace < 0 || c.SchedulerMaxSleep < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	if c.WatchRetention >= c.Retention {

@@ -83,6 +83,7 @@ func (s *Service) wakeAll() {
 	}
 	s.mu.Unlock()
 	s.wakePromoter()
+	s.wakeScheduler()
 }
 
 func (d *dispatcher) add(ss *Session) {

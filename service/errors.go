@@ -20,6 +20,11 @@ var (
 	ErrFinished = errors.New("job already finished")
 	// ErrClosed means the service or session is shutting down.
 	ErrClosed = errors.New("service is shutting down")
+	// ErrUnavailable means the database could not be reached or the
+	// connection broke. It is transient: the caller should retry with
+	// backoff. If it broke during a commit the write may have landed, so
+	// retries of enqueues should carry a unique key.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // ValidationError says which field of a request is wrong and why.

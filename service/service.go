@@ -33,10 +33,11 @@ type Service struct {
 	// a cancellation reaches the right worker.
 	leases sync.Map // int64 -> *Session
 
-	promoterWake chan struct{}
-	ready        chan struct{}
-	draining     chan struct{}
-	drainOnce    sync.Once
+	promoterWake  chan struct{}
+	schedulerWake chan struct{}
+	ready         chan struct{}
+	draining      chan struct{}
+	drainOnce     sync.Once
 }
 
 // New returns a service over store. Call Run to start its background work.
@@ -46,14 +47,15 @@ func New(store Store, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service config: %w", err)
 	}
 	s := &Service{
-		cfg:          cfg,
-		store:        store,
-		log:          cfg.Logger,
-		now:          cfg.Now,
-		dispatchers:  make(map[string]*dispatcher),
-		promoterWake: make(chan struct{}, 1),
-		ready:        make(chan struct{}),
-		draining:     make(chan struct{}),
+		cfg:           cfg,
+		store:         store,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		dispatchers:   make(map[string]*dispatcher),
+		promoterWake:  make(chan struct{}, 1),
+		schedulerWake: make(chan struct{}, 1),
+		ready:         make(chan struct{}),
+		draining:      make(chan struct{}),
 	}
 	s.hub = newWatchHub(s)
 	s.inserts = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(j []NewJob) int { return len(j) }, s.flushInserts)
@@ -78,6 +80,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.runPromoter(ctx) })
 	wg.Go(func() { s.runSweeper(ctx) })
 	wg.Go(func() { s.hub.run(ctx) })
+	wg.Go(func() { s.runScheduler(ctx) })
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		errc <- s.store.Listen(ctx, s.onNotification, func() {
@@ -433,5 +436,7 @@ func (s *Service) onNotification(n Notification) {
 		s.onCancelled(n.JobID, n.Reason)
 	case NotifyChanged:
 		s.hub.notify()
+	case NotifySchedules:
+		s.wakeScheduler()
 	}
 }

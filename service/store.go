@@ -10,6 +10,7 @@ import (
 // cancels a running one, also publishes a Notification in the same
 // transaction so that dispatchers on every replica wake up.
 type Store interface {
+	ScheduleStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)
@@ -99,6 +100,8 @@ const (
 	// NotifyChanged: some job changed (inserted, state or progress); the
 	// watch reader should look.
 	NotifyChanged
+	// NotifySchedules: a schedule was created, changed or deleted.
+	NotifySchedules
 )
 
 // Notification is a cross-replica signal published by the store.

@@ -110,7 +110,7 @@ func (s *Store) CancelJob(ctx context.Context, id int64, reason string, now time
 	rows, _ := s.pool.Query(ctx, cancelSQL, pgx.NamedArgs{"id": id, "now": now, "reason": reason})
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[cancelledRow])
 	if err != nil {
-		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, err)
+		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, interpretError(err))
 	}
 	if len(rs) == 0 {
 		if _, err := s.GetJob(ctx, id); err != nil {

@@ -134,7 +134,7 @@ func (s *Store) ExtendLease(ctx context.Context, ref service.LeaseRef, expiresAt
 		WHERE id = @id AND lease_token::text = @token AND state = 'running'`,
 		pgx.NamedArgs{"id": ref.JobID, "token": ref.Token, "expires": expiresAt})
 	if err != nil {
-		return fmt.Errorf("extend lease of job %d: %w", ref.JobID, err)
+		return fmt.Errorf("extend lease of job %d: %w", ref.JobID, interpretError(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.leaseLostOrNotFound(ctx, s.pool, ref.JobID)
@@ -148,7 +148,7 @@ func (s *Store) UpdateProgress(ctx context.Context, ref service.LeaseRef, progre
 		WHERE id = @id AND lease_token::text = @token AND state = 'running'`,
 		pgx.NamedArgs{"id": ref.JobID, "token": ref.Token, "progress": progress})
 	if err != nil {
-		return fmt.Errorf("update progress of job %d: %w", ref.JobID, err)
+		return fmt.Errorf("update progress of job %d: %w", ref.JobID, interpretError(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.leaseLostOrNotFound(ctx, s.pool, ref.JobID)
@@ -177,7 +177,7 @@ func (s *Store) ReleaseJobs(ctx context.Context, refs []service.LeaseRef, now ti
 	rows, _ := s.pool.Query(ctx, releaseSQL, pgx.NamedArgs{"ids": ids, "tokens": tokens})
 	released, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("release %d jobs: %w", len(refs), err)
+		return nil, fmt.Errorf("release %d jobs: %w", len(refs), interpretError(err))
 	}
 	return released, nil
 }

@@ -58,9 +58,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		logLevel     = fs.String("log-level", env("QUEUED_LOG_LEVEL", "info"), "debug, info, warn or error (QUEUED_LOG_LEVEL)")
 		logFormat    = fs.String("log-format", env("QUEUED_LOG_FORMAT", "text"), "text or json (QUEUED_LOG_FORMAT)")
 		replicaID    = fs.String("replica-id", env("QUEUED_REPLICA_ID", hostname()), "name of this replica in logs and lease owners (QUEUED_REPLICA_ID)")
+		healthcheck  = fs.Bool("healthcheck", false, "do not serve: ask the server on -http-addr whether it is ready (GET /readyz), exit 0 if so; for container health checks")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *healthcheck {
+		return probeReady(ctx, *httpAddr)
 	}
 	logger, err := newLogger(*logLevel, *logFormat, stderr)
 	if err != nil {

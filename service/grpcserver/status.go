@@ -46,6 +46,9 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, service.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, service.ErrUnavailable):
+		// Transient; the health status says so too. Not logged per call.
+		return status.Error(codes.Unavailable, "database unavailable, retry with backoff")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
