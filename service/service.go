@@ -20,6 +20,7 @@ type Service struct {
 	now    func() time.Time
 	nextID atomic.Int64
 
+	hub     *watchHub
 	inserts *batcher[[]NewJob, []EnqueuedJob]
 	acks    *batcher[Completion, struct{}]
 
@@ -56,6 +57,7 @@ func New(store Store, cfg Config) (*Service, error) {
 		ready:         make(chan struct{}),
 		draining:      make(chan struct{}),
 	}
+	s.hub = newWatchHub(s)
 	s.inserts = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(j []NewJob) int { return len(j) }, s.flushInserts)
 	s.acks = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(Completion) int { return 1 }, s.flushAcks)
 	return s, nil
@@ -77,10 +79,14 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.acks.run(ctx) })
 	wg.Go(func() { s.runPromoter(ctx) })
 	wg.Go(func() { s.runSweeper(ctx) })
+	wg.Go(func() { s.hub.run(ctx) })
 	wg.Go(func() { s.runScheduler(ctx) })
 	errc := make(chan error, 1)
 	wg.Go(func() {
-		errc <- s.store.Listen(ctx, s.onNotification, s.wakeAll)
+		errc <- s.store.Listen(ctx, s.onNotification, func() {
+			s.wakeAll()
+			s.hub.notify()
+		})
 	})
 	wg.Wait()
 	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
@@ -428,6 +434,8 @@ func (s *Service) onNotification(n Notification) {
 		s.wakeQueue(n.Queue)
 	case NotifyCancelled:
 		s.onCancelled(n.JobID, n.Reason)
+	case NotifyChanged:
+		s.hub.notify()
 	case NotifySchedules:
 		s.wakeScheduler()
 	}

@@ -68,6 +68,40 @@ type Store interface {
 	// ends. It reconnects by itself and calls onReconnect after a gap, when
 	// notifications may have been missed.
 	Listen(ctx context.Context, onNotify func(Notification), onReconnect func()) error
+
+	// ReadChanges returns, in (transaction, job id) order, up to q.Limit
+	// job changes that q.After does not cover and that match q.Filter's
+	// job ids, queue and names, with the snapshot they were read in. Every
+	// insert, state change and progress change of a job is a change; a
+	// job changed again before it is read shows only its latest change.
+	ReadChanges(ctx context.Context, q ChangeQuery) (ChangeBatch, error)
+	// CurrentJobs returns the jobs among ids that exist, as changes, and
+	// the snapshot they were read in.
+	CurrentJobs(ctx context.Context, ids []int64) ([]Change, Snapshot, error)
+}
+
+// ChangeQuery asks ReadChanges for the changes after a cursor.
+type ChangeQuery struct {
+	After  Cursor
+	Filter WatchFilter // event kinds are not the store's business
+	Limit  int
+}
+
+// ChangeBatch is what one ReadChanges call saw.
+type ChangeBatch struct {
+	Changes  []Change
+	Snapshot Snapshot // the snapshot the changes were read in
+	// Complete is true when the batch holds every change the snapshot
+	// shows after the cursor (the limit was not reached).
+	Complete bool
+}
+
+// Change is the latest row version of a job and the transaction that
+// wrote it. The job comes without its payload.
+type Change struct {
+	XID       uint64
+	PrevState JobState // state before the change; empty for an insert
+	Job       Job
 }
 
 // NotificationKind says what a Notification announces.
@@ -79,6 +113,9 @@ const (
 	NotifyAvailable NotificationKind = iota + 1
 	// NotifyCancelled: the running job JobID was cancelled.
 	NotifyCancelled
+	// NotifyChanged: some job changed (inserted, state or progress); the
+	// watch reader should look.
+	NotifyChanged
 	// NotifySchedules: a schedule was created, changed or deleted.
 	NotifySchedules
 )

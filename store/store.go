@@ -26,6 +26,10 @@ import (
 const (
 	channelAvailable = "queued_available" // payload: queue name
 	channelCancelled = "queued_cancelled" // payload: job id
+	// channelChanges is raised by triggers (migrations/0002_watch.sql) in
+	// every transaction that inserts a job or changes a job's state or
+	// progress; watch readers look for the changes when it fires.
+	channelChanges = "queued_changes"
 )
 
 // Store implements service.Store on PostgreSQL.

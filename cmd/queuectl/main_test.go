@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +170,41 @@ func TestFlowGetPrintsTheTree(t *testing.T) {
 	out, err = ctl(t, s, "--json", "flow", "get", fmt.Sprint(f.ID))
 	if err != nil || !strings.Contains(out, `"child_name":"stock"`) {
 		t.Fatalf("flow get --json = %v\n%s", err, out)
+	}
+}
+
+func TestWatchPrintsAJobUntilItFinishes(t *testing.T) {
+	t.Parallel()
+	s := queuedtest.Start(t)
+	out, err := ctl(t, s, "--json", "enqueue", "q", "n", `{"x":1}`)
+	if err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	var e queued.Enqueued
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		t.Fatalf("enqueue printed %q: %v", out, err)
+	}
+	id := strconv.FormatInt(e.ID, 10)
+	if _, err := ctl(t, s, "cancel", id); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	// The job finished before the watch: it prints its state and returns.
+	out, err = ctl(t, s, "watch", id)
+	if err != nil || !strings.Contains(out, "current") || !strings.Contains(out, "state=cancelled") {
+		t.Fatalf("watch = %q, %v; want the cancelled job's current state", out, err)
+	}
+	out, err = ctl(t, s, "--json", "watch", id)
+	var ev struct {
+		Kind string `json:"kind"`
+		Job  struct {
+			State string `json:"state"`
+		} `json:"job"`
+		Cursor string `json:"cursor"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &ev) != nil || ev.Kind != "current" || ev.Job.State != "cancelled" || ev.Cursor == "" {
+		t.Fatalf("watch --json = %q, %v; want one JSON event", out, err)
+	}
+	if _, err := ctl(t, s, "watch", "--queue", "q", id); err == nil {
+		t.Fatal("watch with both ids and --queue succeeded, want an error")
 	}
 }

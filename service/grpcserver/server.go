@@ -35,6 +35,7 @@ func New(svc *service.Service, log *slog.Logger) *Server {
 func (s *Server) Register(g *grpc.Server) {
 	queuedv1.RegisterQueueServiceServer(g, s)
 	queuedv1.RegisterFlowServiceServer(g, &FlowServer{srv: s})
+	queuedv1.RegisterWatchServiceServer(g, &watchServer{s: s})
 }
 
 // Enqueue inserts jobs, all or none.

@@ -20,7 +20,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	}
 	var ve *service.ValidationError
 	var tl *service.TooLargeError
+	var ce *service.CursorExpiredError
 	switch {
+	case errors.As(err, &ce):
+		return status.Error(codes.OutOfRange, ce.Error())
+	case errors.Is(err, service.ErrWatcherTooSlow):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.As(err, &ve):
 		st := status.New(codes.InvalidArgument, ve.Error())
 		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
