@@ -49,17 +49,20 @@ func (k EventKind) Terminal() bool {
 	return k == EventCompleted || k == EventFailed || k == EventCancelled
 }
 
-// WatchFilter selects the jobs a watch reports: by ids, or by queue
-// (optionally narrowed to job names). Kinds narrows either to some event
-// kinds. A cursor is only meaningful with the filter it was issued for.
+// WatchFilter selects the jobs a watch reports: by ids, by queue
+// (optionally narrowed to job names), or by flow. Kinds narrows any of them
+// to some event kinds. A cursor is only meaningful with the filter it was
+// issued for.
 type WatchFilter struct {
 	JobIDs []int64
 	Queue  string
 	Names  []string
 	Kinds  []EventKind
-	// FlowID is reserved for flows: every job of the flow rooted at this
-	// job. Refused until flows exist.
+	// FlowID selects every job of a flow. Any job of the flow names it;
+	// the watch resolves it to the flow's root.
 	FlowID int64
+
+	flowJobs []int64 // the flow's jobs, resolved when the watch starts
 }
 
 // MaxWatchJobIDs bounds a watch by job ids.
@@ -67,10 +70,13 @@ const MaxWatchJobIDs = 1000
 
 func (f WatchFilter) validate() error {
 	switch {
-	case f.FlowID != 0:
-		return invalid("flow_id", "watching a flow is not supported yet")
+	case f.FlowID < 0:
+		return invalid("flow_id", "must be positive")
+	case f.FlowID > 0 && (len(f.JobIDs) > 0 || f.Queue != ""):
+		return invalid("flow_id", "name job ids, a queue or a flow, not several")
+	case f.FlowID > 0:
 	case len(f.JobIDs) == 0 && f.Queue == "":
-		return invalid("job_ids", "name job ids or a queue")
+		return invalid("job_ids", "name job ids, a queue or a flow")
 	case len(f.JobIDs) > 0 && f.Queue != "":
 		return invalid("queue", "name job ids or a queue, not both")
 	case len(f.JobIDs) > MaxWatchJobIDs:
@@ -98,6 +104,9 @@ func (f WatchFilter) validate() error {
 
 // matches reports whether job j is one the filter selects (kinds aside).
 func (f WatchFilter) matches(j Job) bool {
+	if f.FlowID > 0 {
+		return j.Flow.FlowID == f.FlowID
+	}
 	if len(f.JobIDs) > 0 {
 		return slices.Contains(f.JobIDs, j.ID)
 	}
@@ -169,6 +178,20 @@ func (s *Service) Watch(ctx context.Context, p WatchParams, send func(WatchEvent
 	if err := p.Filter.validate(); err != nil {
 		return err
 	}
+	if p.Filter.FlowID > 0 {
+		// A flow's membership never changes after EnqueueFlow, so the
+		// current state of its jobs is a read by id, and changes are
+		// matched on the flow's root id.
+		flow, err := s.store.GetFlow(ctx, p.Filter.FlowID)
+		if err != nil {
+			return err
+		}
+		p.Filter.FlowID = flow[0].Flow.FlowID
+		p.Filter.flowJobs = make([]int64, len(flow))
+		for i, j := range flow {
+			p.Filter.flowJobs[i] = j.ID
+		}
+	}
 	w := &watch{svc: s, filter: p.Filter, send: send}
 	if p.Cursor != "" {
 		c, err := ParseCursor(p.Cursor)
@@ -237,7 +260,11 @@ type watch struct {
 // start sends the current state of the named jobs and sets the cursor to
 // the snapshot they were read in.
 func (w *watch) start(ctx context.Context) error {
-	changes, snap, err := w.svc.store.CurrentJobs(ctx, w.filter.JobIDs)
+	ids := w.filter.JobIDs
+	if w.filter.FlowID > 0 {
+		ids = w.filter.flowJobs
+	}
+	changes, snap, err := w.svc.store.CurrentJobs(ctx, ids)
 	if err != nil {
 		return fmt.Errorf("watch: read current jobs: %w", err)
 	}
@@ -246,12 +273,12 @@ func (w *watch) start(ctx context.Context) error {
 	for _, c := range changes {
 		byID[c.Job.ID] = c
 	}
-	for _, id := range w.filter.JobIDs {
+	for _, id := range ids {
 		if _, ok := byID[id]; !ok {
 			return fmt.Errorf("job %d: %w", id, ErrNotFound)
 		}
 	}
-	for _, id := range w.filter.JobIDs {
+	for _, id := range ids {
 		if err := w.emit(WatchEvent{Kind: EventCurrent, Job: byID[id].Job, Cursor: w.cur}); err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ import (
 const changeColumns = `j.id, j.queue, j.name, j.metadata, j.priority, j.state, j.attempt,
 	j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at, j.lease_expires_at,
 	j.leased_by, j.result, j.progress, j.errors, j.prev_state,
-	j.change_xid::text::bigint AS change_xid`
+	j.change_xid::text::bigint AS change_xid, j.flow_id`
 
 // The changes a cursor has not seen are those written by a transaction at
 // or after its snapshot's xmax, or by one its snapshot listed as in
@@ -55,6 +55,7 @@ LEFT JOIN LATERAL (
 // ids reads by primary key, a queue watch and the hub by the change index.
 var (
 	readChangesAllSQL   = readChangesSQL("")
+	readChangesFlowSQL  = readChangesSQL(` AND j.flow_id = @flow_id`)
 	readChangesQueueSQL = readChangesSQL(` AND j.queue = @queue AND (cardinality(@names::text[]) = 0 OR j.name = ANY(@names))`)
 	readChangesIDsSQL   = `
 SELECT s.snap, c.*
@@ -98,6 +99,7 @@ type changeRow struct {
 	Errors         []service.AttemptError `db:"errors"`
 	PrevState      *string                `db:"prev_state"`
 	ChangeXID      *int64                 `db:"change_xid"`
+	FlowID         *int64                 `db:"flow_id"`
 }
 
 func (r changeRow) toChange() service.Change {
@@ -122,6 +124,7 @@ func (r changeRow) toChange() service.Change {
 			Result:         r.Result,
 			Progress:       r.Progress,
 			Errors:         r.Errors,
+			Flow:           service.FlowLink{FlowID: deref(r.FlowID)},
 		},
 	}
 }
@@ -142,6 +145,8 @@ func (s *Store) ReadChanges(ctx context.Context, q service.ChangeQuery) (service
 	}
 	query := readChangesAllSQL
 	switch {
+	case q.Filter.FlowID > 0:
+		query, args["flow_id"] = readChangesFlowSQL, q.Filter.FlowID
 	case len(q.Filter.JobIDs) > 0:
 		query, args["ids"] = readChangesIDsSQL, q.Filter.JobIDs
 	case q.Filter.Queue != "":

@@ -57,6 +57,8 @@ type WatchFilter struct {
 	Queue  string
 	Names  []string
 	Kinds  []EventKind
+	// FlowID watches every job of the flow that this job belongs to.
+	FlowID int64
 	// Cursor resumes after an earlier event of a watch with the same
 	// filter; empty starts now.
 	Cursor string
@@ -81,7 +83,7 @@ type WatchEvent struct {
 // the server's watch retention (OUT_OF_RANGE).
 func (c *Client) Watch(ctx context.Context, f WatchFilter) iter.Seq2[WatchEvent, error] {
 	return func(yield func(WatchEvent, error) bool) {
-		req := &queuedv1.WatchRequest{JobIds: f.JobIDs, Queue: f.Queue, Names: f.Names, Cursor: f.Cursor}
+		req := &queuedv1.WatchRequest{JobIds: f.JobIDs, Queue: f.Queue, Names: f.Names, FlowId: f.FlowID, Cursor: f.Cursor}
 		for _, k := range f.Kinds {
 			for pk, kk := range eventKinds {
 				if kk == k {

@@ -30,12 +30,13 @@ type watchView struct {
 
 func setupWatch(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 	queue := fs.String("queue", "", "watch every job of this queue")
+	flowOf := fs.Int64("flow", 0, "watch every job of the flow this job id belongs to, until all have finished")
 	names := fs.String("names", "", "with --queue: only these job names, comma-separated")
 	kinds := fs.String("kinds", "", "only these event kinds, comma-separated (e.g. completed,failed,cancelled)")
 	cursor := fs.String("cursor", "", "resume after this cursor (from an earlier event)")
 	checkpoints := fs.Bool("checkpoints", false, "also print checkpoints (cursor only)")
 	return func(ctx context.Context, args []string) error {
-		f := queued.WatchFilter{Queue: *queue, Cursor: *cursor}
+		f := queued.WatchFilter{Queue: *queue, FlowID: *flowOf, Cursor: *cursor}
 		for _, a := range args {
 			id, err := parseID(a)
 			if err != nil {
@@ -43,8 +44,14 @@ func setupWatch(fs *flag.FlagSet, e *env) func(context.Context, []string) error 
 			}
 			f.JobIDs = append(f.JobIDs, id)
 		}
-		if (len(f.JobIDs) == 0) == (f.Queue == "") {
-			return errors.New("name job ids or --queue, not both")
+		chosen := 0
+		for _, set := range []bool{len(f.JobIDs) > 0, f.Queue != "", f.FlowID != 0} {
+			if set {
+				chosen++
+			}
+		}
+		if chosen != 1 {
+			return errors.New("name job ids, --queue or --flow: exactly one")
 		}
 		if *names != "" {
 			f.Names = strings.Split(*names, ",")
@@ -72,9 +79,12 @@ func setupWatch(fs *flag.FlagSet, e *env) func(context.Context, []string) error 
 					return err
 				}
 			}
+			if f.FlowID != 0 && ev.Kind == queued.EventCurrent && !ev.Job.State.Finished() {
+				open[ev.Job.ID] = true // a flow's jobs are known from their current state
+			}
 			if ev.Job != nil && ev.Job.State.Finished() {
 				delete(open, ev.Job.ID)
-				if len(f.JobIDs) > 0 && len(open) == 0 {
+				if (len(f.JobIDs) > 0 || f.FlowID != 0) && len(open) == 0 {
 					return nil
 				}
 			}

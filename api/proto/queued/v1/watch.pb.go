@@ -131,8 +131,8 @@ type WatchRequest struct {
 	// With queue: only jobs with these names.
 	Names []string         `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
 	Kinds []WatchEventKind `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=queued.v1.WatchEventKind" json:"kinds,omitempty"`
-	// Reserved for flows: every job of the flow rooted at this job id.
-	// Refused (INVALID_ARGUMENT) until flows exist.
+	// A flow: every job of the flow that this job id belongs to. Its
+	// current state is sent first, as for job_ids.
 	FlowId int64 `protobuf:"varint,5,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
 	// Resume after this cursor, from an event of a watch with the same
 	// filter. Empty: start now.
