@@ -237,7 +237,7 @@ func (d *dispatcher) claimFor(ctx context.Context, slots []*Session) (int, error
 		p.Owners[i] = ss.workerID
 		p.ExpiresAt[i] = now.Add(ss.leaseDuration)
 	}
-	claimed, err := d.svc.store.ClaimJobs(ctx, p)
+	claimed, err := d.svc.claimJobs(ctx, p) // leaves out paused queues, applies rate limits (queuebook.go)
 	if err != nil {
 		return 0, err
 	}

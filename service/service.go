@@ -21,6 +21,7 @@ type Service struct {
 	nextID atomic.Int64
 
 	hub     *watchHub
+	queues  *queueBook // paused and rate-limited queues (queuebook.go)
 	inserts *batcher[[]NewJob, []EnqueuedJob]
 	acks    *batcher[Completion, struct{}]
 
@@ -58,6 +59,7 @@ func New(store Store, cfg Config) (*Service, error) {
 		draining:      make(chan struct{}),
 	}
 	s.hub = newWatchHub(s)
+	s.queues = newQueueBook(s)
 	s.inserts = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(j []NewJob) int { return len(j) }, s.flushInserts)
 	s.acks = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(Completion) int { return 1 }, s.flushAcks)
 	return s, nil
@@ -81,11 +83,13 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.runSweeper(ctx) })
 	wg.Go(func() { s.hub.run(ctx) })
 	wg.Go(func() { s.runScheduler(ctx) })
+	wg.Go(func() { s.queues.run(ctx) })
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		errc <- s.store.Listen(ctx, s.onNotification, func() {
 			s.wakeAll()
 			s.hub.notify()
+			s.queues.requestReload()
 		})
 	})
 	wg.Wait()
@@ -438,5 +442,7 @@ func (s *Service) onNotification(n Notification) {
 		s.hub.notify()
 	case NotifySchedules:
 		s.wakeScheduler()
+	case NotifyQueue:
+		s.queues.requestReload()
 	}
 }

@@ -11,6 +11,7 @@ import (
 // transaction so that dispatchers on every replica wake up.
 type Store interface {
 	ScheduleStore
+	QueueStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)
@@ -118,6 +119,8 @@ const (
 	NotifyChanged
 	// NotifySchedules: a schedule was created, changed or deleted.
 	NotifySchedules
+	// NotifyQueue: the settings of Queue (paused, rate limit) changed.
+	NotifyQueue
 )
 
 // Notification is a cross-replica signal published by the store.

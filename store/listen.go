@@ -47,7 +47,7 @@ func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, `LISTEN `+channelAvailable+`; LISTEN `+channelCancelled+`; LISTEN `+channelChanges+`; LISTEN `+channelSchedules); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+channelAvailable+`; LISTEN `+channelCancelled+`; LISTEN `+channelChanges+`; LISTEN `+channelSchedules+`; LISTEN `+channelQueues); err != nil {
 		conn.Close(ctx)
 		return nil, err
 	}
@@ -67,6 +67,8 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, onNotify func(servi
 			onNotify(service.Notification{Kind: service.NotifyChanged})
 		case channelSchedules:
 			onNotify(service.Notification{Kind: service.NotifySchedules})
+		case channelQueues:
+			onNotify(service.Notification{Kind: service.NotifyQueue, Queue: n.Payload})
 		case channelCancelled:
 			idText, reason, _ := strings.Cut(n.Payload, ":")
 			if id, err := strconv.ParseInt(idText, 10, 64); err == nil {
