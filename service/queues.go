@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -213,21 +214,17 @@ func (s *Service) ListQueues(ctx context.Context) ([]QueueInfo, error) {
 	return out, nil
 }
 
-// PausedQueues returns the queues this replica currently leaves out of
-// its claims, by name (for metrics and tests: it is the replica's view,
-// which trails a pause made elsewhere by a notification's round trip).
-func (s *Service) PausedQueues() []string {
+// QueueControls returns, by name, the queues this replica claims
+// differently: paused or rate-limited ones. It is the replica's own view,
+// for metrics and tests; it trails a change made through another replica
+// by a notification's round trip.
+func (s *Service) QueueControls() []QueueSettings {
 	snap := s.queues.snap.Load()
 	if snap == nil {
 		return nil
 	}
-	var out []string
-	for q, st := range snap.controls {
-		if st.Paused {
-			out = append(out, q)
-		}
-	}
-	slices.Sort(out)
+	out := slices.Collect(maps.Values(snap.controls))
+	slices.SortFunc(out, func(a, b QueueSettings) int { return strings.Compare(a.Queue, b.Queue) })
 	return out
 }
 
