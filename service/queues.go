@@ -239,4 +239,3 @@ func (s *Service) withCounts(ctx context.Context, st QueueSettings) (QueueInfo, 
 	}
 	return QueueInfo{QueueSettings: st, Counts: c}, nil
 }
-
