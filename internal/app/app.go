@@ -156,6 +156,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.metrics.WatchQueueControls(a.svc.QueueControls)
 	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancelSvc = cancel
 	a.svcDone = make(chan error, 1)
