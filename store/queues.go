@@ -179,7 +179,11 @@ WITH bucket AS (
     LIMIT least(@limit, (SELECT floor(tokens)::int FROM bucket))
     FOR UPDATE SKIP LOCKED
 ), slotted AS (
-    SELECT id, row_number() OVER () AS slot FROM picked
+    -- Through an array: the planner cannot know how many rows a LIMIT
+    -- computed from the bucket yields and would join picked to
+    -- queued_jobs by hashing the whole table; an unnest is estimated at
+    -- 100 rows, so the join walks the primary key.
+    SELECT s.id, s.slot FROM unnest((SELECT array_agg(id) FROM picked)) WITH ORDINALITY AS s(id, slot)
 ), claimed AS (` + claimSetSQL + `
 ), spent AS (
     UPDATE queued_queues q
