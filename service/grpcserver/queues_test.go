@@ -481,3 +481,33 @@ func TestGetAndListQueuesReportSettingsAndCounts(t *testing.T) {
 		t.Fatalf("GetQueue(never-seen) = %v, want a running, empty queue", q)
 	}
 }
+
+// A pause made while a replica's notification connection is down (the
+// NOTIFY is lost to it) still reaches that replica when it reconnects, well
+// before the safety-net poll.
+func TestPauseReachesAReplicaThatMissedTheNotification(t *testing.T) {
+	t.Parallel()
+	slowPoll := queuedtest.WithService(func(c *service.Config) { c.PollInterval = time.Hour })
+	a := queuedtest.Start(t, slowPoll)
+	b := queuedtest.StartOn(t, a.DatabaseURL, slowPoll)
+	w := openWorker(t, b.Client, &queuedv1.LeaseOpen{Queues: []string{"work"}, Window: 5})
+	ctx := context.Background()
+
+	// Cut every listening connection of this database, then pause at once:
+	// the listeners reconnect only after a backoff, so the NOTIFY goes to
+	// nobody on b.
+	const listeners = `FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'`
+	eventually(t, 10*time.Second, "both replicas listening", func() bool {
+		var n int
+		return a.Pool().QueryRow(ctx, `SELECT count(*) `+listeners).Scan(&n) == nil && n == 2
+	})
+	if _, err := a.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) `+listeners); err != nil {
+		t.Fatal(err)
+	}
+	pauseQueue(t, a, "work")
+	waitPausedOn(t, b, "work")
+	enqueue(t, a, spec("work"))
+	w.expectNone(time.Second)
+	resumeQueue(t, a, "work")
+	w.next(10 * time.Second)
+}
