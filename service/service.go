@@ -405,7 +405,7 @@ func (s *Service) CancelJob(ctx context.Context, id int64, reason string) (Job, 
 		return Job{}, err
 	}
 	if prev == StateRunning {
-		s.onCancelled(id, reason)
+		s.onCancelled(id, reason, false)
 	}
 	return job, nil
 }
@@ -433,7 +433,7 @@ func (s *Service) onNotification(n Notification) {
 	case NotifyAvailable:
 		s.wakeQueue(n.Queue)
 	case NotifyCancelled:
-		s.onCancelled(n.JobID, n.Reason)
+		s.onCancelled(n.JobID, n.Reason, n.LeaseExpired)
 	case NotifyChanged:
 		s.hub.notify()
 	case NotifySchedules:

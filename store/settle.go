@@ -234,7 +234,7 @@ upd AS (
 ), revoked AS (
     -- Tell the replica holding the worker's stream, if any, that the lease
     -- is gone, so it frees the slot and the worker stops the job.
-    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || @reason::text) FROM upd WHERE @revoke::bool
+    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || '` + kindLeaseExpired + `' || ':' || @reason::text) FROM upd WHERE @revoke::bool
 )
 SELECT id, state, parent_id, child_policy, child_name, @reason::text AS message
 FROM upd WHERE (SELECT count(*) FROM notified) + (SELECT count(*) FROM revoked) >= 0`
