@@ -243,6 +243,12 @@ func (ss *Session) Close(ctx context.Context) error {
 	ss.held = nil
 	ss.outbox = nil
 	ss.mu.Unlock()
+	if ss.svc.crashed.Load() {
+		for id := range held {
+			ss.svc.leases.CompareAndDelete(id, ss)
+		}
+		return nil
+	}
 
 	var seen, unseen []LeaseRef
 	for id, h := range held {
