@@ -74,10 +74,13 @@ type env struct {
 	addr     string
 	cpu      cpuProbe
 	stderr   io.Writer
+	// statsSettle is how long to wait for backends to publish xact_commit
+	// before the end snapshot.
+	statsSettle time.Duration
 }
 
 func startEnv(ctx context.Context, cfg envConfig, stderr io.Writer) (_ *env, err error) {
-	e := &env{cfg: cfg, stderr: stderr}
+	e := &env{cfg: cfg, stderr: stderr, statsSettle: 1100 * time.Millisecond}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -145,12 +148,25 @@ func startEnv(ctx context.Context, cfg envConfig, stderr io.Writer) (_ *env, err
 			return nil, err
 		}
 	}
-	var backend int
-	if err := e.pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+	if err := e.refreshPostmaster(ctx); err != nil {
 		return nil, err
 	}
-	e.cpu.postmaster = postmasterOf(backend)
 	return e, nil
+}
+
+// refreshPostmaster finds the postmaster through a backend's parent, which
+// works for any server on this machine (and again after a restart).
+func (e *env) refreshPostmaster(ctx context.Context) error {
+	backend, err := retry(ctx, func() (int, error) {
+		var pid int
+		err := e.pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		return pid, err
+	})
+	if err != nil {
+		return err
+	}
+	e.cpu.postmaster = postmasterOf(backend)
+	return nil
 }
 
 // startServer runs queued as a child process, so that its CPU time and
@@ -163,6 +179,15 @@ func (e *env) startServer(ctx context.Context) error {
 	cmd := exec.Command(exe, e.cfg.ServerOpts.args(e.dbURL)...)
 	cmd.Env = append(os.Environ(), roleEnv+"=server")
 	cmd.Stderr = e.stderr
+	if e.tmpDir != "" {
+		// The server's own log (errors only; S6 makes some on purpose).
+		f, err := os.Create(filepath.Join(e.tmpDir, "queued.log"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd.Stderr = f
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -228,9 +253,16 @@ func (e *env) reset(ctx context.Context) error {
 	if _, err := e.pool.Exec(ctx, `TRUNCATE queued_jobs`); err != nil {
 		return fmt.Errorf("truncate: %w", err)
 	}
+	return e.checkpoint(ctx)
+}
+
+// checkpoint flushes dirty pages, on a private cluster only.
+func (e *env) checkpoint(ctx context.Context) error {
+	if e.cluster == nil {
+		return nil // a shared server: do not force I/O on everyone
+	}
 	if _, err := e.pool.Exec(ctx, `CHECKPOINT`); err != nil {
-		// Not a superuser on an external database: carry on without.
-		fmt.Fprintf(e.stderr, "checkpoint: %v\n", err)
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }

@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	bc := defaultBenchConfig()
 	full := fs.Bool("full", false, "BENCHMARKS.md sizes: 200k jobs, 60 s per rate, 1M+1M rows, 5 min S5 (about 30 min)")
-	scenarios := fs.String("scenarios", "S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated")
+	scenarios := fs.String("scenarios", "S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated (S6 is S6kill and S6restart)")
 	fs.IntVar(&bc.Jobs, "jobs", bc.Jobs, "S1/S2 jobs per run")
 	fs.DurationVar(&bc.Duration, "duration", bc.Duration, "S3/S4 length per rate")
 	rates := fs.String("rates", "500,2000,5000,max", "S3 rates in jobs/s; max is a closed loop")
@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&bc.S6Leases, "s6-leases", bc.S6Leases, "S6 leases held by the killed worker")
 	fs.DurationVar(&bc.S6Duration, "s6-duration", bc.S6Duration, "S6 restart run length")
 	jsonOnly := fs.Bool("json", false, "print only the JSON lines")
+	settle := fs.Duration("stats-settle", 1100*time.Millisecond, "wait before reading xact_commit at the end of a run (PostgreSQL publishes it lazily)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,6 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer e.close()
+	e.statsSettle = *settle
 	header(ctx, e, stderr)
 
 	var results []result
@@ -100,11 +102,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		writeJSON(stdout, r)
 	}}
 	steps := []struct {
-		id string
-		f  func(context.Context)
-	}{{"S1", b.s1}, {"S2", b.s2}, {"S3", b.s3}, {"S4", b.s4}, {"S5", b.s5}, {"S6", b.s6Kill}, {"S6", b.s6Restart}}
+		id, alias string
+		f         func(context.Context)
+	}{
+		{"S1", "", b.s1}, {"S2", "", b.s2}, {"S3", "", b.s3}, {"S4", "", b.s4}, {"S5", "", b.s5},
+		{"S6", "S6KILL", b.s6Kill}, {"S6", "S6RESTART", b.s6Restart},
+	}
 	for _, s := range steps {
-		if !want[s.id] || ctx.Err() != nil {
+		if !(want[s.id] || want[s.alias]) || ctx.Err() != nil {
 			continue
 		}
 		fmt.Fprintf(stderr, "%s %s (load %.2f)\n", time.Now().Format("15:04:05"), s.id, loadAvg())

@@ -79,7 +79,7 @@ func (m *meter) finish(ctx context.Context, r *result, jobs int64, elapsed time.
 	if err != nil {
 		return fmt.Errorf("database snapshot: %w", err)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(m.e.statsSettle)
 	later, err := retry(ctx, func() (dbSnapshot, error) { return takeDBSnapshot(ctx, m.e.pool) })
 	if err != nil {
 		return fmt.Errorf("database snapshot: %w", err)
@@ -136,6 +136,9 @@ func writeTable(w io.Writer, rs []result) {
 	fmt.Fprintln(tw, "scenario\tvariant\tjobs\tjobs/s\tlatency\tp50 ms\tp95 ms\tp99 ms\tcommits/job\tWAL B/job\tdead tup\ttable MB\tcpu pg s\tcpu queued s\tcpu gen s\tRSS MB\tonce/lost/dup\tload\t")
 	for _, r := range rs {
 		verdict := fmt.Sprintf("%d/%d/%d", r.Check.WorkedOnce, r.Check.Lost, r.Check.Duplicates)
+		if !r.ExactlyOnce {
+			verdict += " !"
+		}
 		if r.Error != "" {
 			verdict = "ERROR"
 		}

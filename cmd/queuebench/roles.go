@@ -68,7 +68,7 @@ func serverMain(args []string) error {
 		GRPCAddr:    "127.0.0.1:0",
 		DatabaseURL: *dbURL,
 		MaxConns:    int32(*maxConns),
-		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 		Service: service.Config{
 			Flushers:      *flushers,
 			WriteBatchMax: *writeMax,

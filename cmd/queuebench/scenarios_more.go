@@ -52,7 +52,7 @@ func (b *bench) s4(ctx context.Context) {
 		if _, err := b.e.pool.Exec(ctx, `VACUUM ANALYZE queued_jobs`); err != nil {
 			return err
 		}
-		if _, err := b.e.pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		if err := b.e.checkpoint(ctx); err != nil {
 			return err
 		}
 		r.extra("fill_s", fmt.Sprintf("%.1f", time.Since(start).Seconds()))
@@ -332,6 +332,7 @@ func (b *bench) s6Restart(ctx context.Context) {
 		}
 		restartErr = b.e.cluster.Restart(ctx)
 		downtime = time.Since(t)
+		b.e.refreshPostmaster(ctx)
 		restartedAt = time.Since(rec.t0)
 	}
 	err := b.e.reset(ctx)
@@ -343,6 +344,9 @@ func (b *bench) s6Restart(ctx context.Context) {
 	if err == nil {
 		err = restartErr
 	}
+	// The postmaster before the restart is gone with its CPU count.
+	r.CPUPostgres = 0
+	r.extra("cpu_postgres", "not measured across a restart")
 	if rec != nil {
 		r.extra("downtime_ms", downtime.Milliseconds())
 		back := -1
