@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	bc := defaultBenchConfig()
 	full := fs.Bool("full", false, "BENCHMARKS.md sizes: 200k jobs, 60 s per rate, 1M+1M rows, 5 min S5 (about 30 min)")
-	scenarios := fs.String("scenarios", "S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated (S6 is S6kill and S6restart)")
+	scenarios := fs.String("scenarios", "C,S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated (C: plain-SQL ceilings with pgbench; S6 is S6kill and S6restart)")
 	fs.IntVar(&bc.Jobs, "jobs", bc.Jobs, "S1/S2 jobs per run")
 	fs.DurationVar(&bc.Duration, "duration", bc.Duration, "S3/S4 length per rate")
 	rates := fs.String("rates", "500,2000,5000,max", "S3 rates in jobs/s; max is a closed loop")
@@ -71,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&bc.S5Rate, "s5-rate", bc.S5Rate, "S5 rate (0: closed loop at max)")
 	fs.IntVar(&bc.S6Leases, "s6-leases", bc.S6Leases, "S6 leases held by the killed worker")
 	fs.DurationVar(&bc.S6Duration, "s6-duration", bc.S6Duration, "S6 restart run length")
+	benchDir := fs.String("bench-dir", "bench", "directory of the pgbench scripts for the ceilings")
+	fs.DurationVar(&bc.CeilingDuration, "ceiling-duration", bc.CeilingDuration, "length of each timed pgbench ceiling")
 	jsonOnly := fs.Bool("json", false, "print only the JSON lines")
 	settle := fs.Duration("stats-settle", 1100*time.Millisecond, "wait before reading xact_commit at the end of a run (PostgreSQL publishes it lazily)")
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	header(ctx, e, stderr)
 
 	var results []result
-	b := &bench{e: e, cfg: bc, out: func(r result) {
+	b := &bench{e: e, cfg: bc, benchDir: *benchDir, out: func(r result) {
 		results = append(results, r)
 		writeJSON(stdout, r)
 	}}
@@ -105,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		id, alias string
 		f         func(context.Context)
 	}{
-		{"S1", "", b.s1}, {"S2", "", b.s2}, {"S3", "", b.s3}, {"S4", "", b.s4}, {"S5", "", b.s5},
+		{"C", "CEILINGS", b.ceilings}, {"S1", "", b.s1}, {"S2", "", b.s2}, {"S3", "", b.s3}, {"S4", "", b.s4}, {"S5", "", b.s5},
 		{"S6", "S6KILL", b.s6Kill}, {"S6", "S6RESTART", b.s6Restart},
 	}
 	for _, s := range steps {
@@ -119,30 +121,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout)
 		writeTable(stdout, results)
 	}
+	if ec.PGStatStatements {
+		topStatements(ctx, e, stderr)
+	}
 	return ctx.Err()
 }
 
 func defaultBenchConfig() benchConfig {
 	return benchConfig{
-		Jobs:          50_000,
-		S1Single1Jobs: 5_000,
-		BatchCallers:  4,
-		Duration:      10 * time.Second,
-		MaxCallers:    64,
-		Workers:       2,
-		Window:        256,
-		S4Rows:        200_000,
-		S4Rate:        1000,
-		S4Due:         10_000,
-		S5Duration:    60 * time.Second,
-		S5Hold:        20 * time.Second,
-		S5Rate:        1000,
-		S6Leases:      1000,
-		S6Rate:        1000,
-		S6Duration:    20 * time.Second,
-		MaxRate:       40_000,
-		DrainTimeout:  60 * time.Second,
-		S2Variants:    [][2]int{{1, 16}, {1, 256}, {4, 16}, {4, 256}},
+		Jobs:            50_000,
+		S1Single1Jobs:   5_000,
+		BatchCallers:    4,
+		Duration:        10 * time.Second,
+		MaxCallers:      64,
+		Workers:         2,
+		Window:          256,
+		S4Rows:          200_000,
+		S4Rate:          1000,
+		S4Due:           10_000,
+		S5Duration:      60 * time.Second,
+		S5Hold:          20 * time.Second,
+		S5Rate:          1000,
+		S6Leases:        1000,
+		S6Rate:          1000,
+		S6Duration:      20 * time.Second,
+		MaxRate:         40_000,
+		DrainTimeout:    60 * time.Second,
+		S2Variants:      [][2]int{{1, 16}, {1, 256}, {4, 16}, {4, 256}},
+		CeilingDuration: 10 * time.Second,
 	}
 }
 
@@ -165,6 +171,9 @@ func applyFull(bc *benchConfig, fs *flag.FlagSet) {
 	}
 	if !set["s5-hold"] {
 		bc.S5Hold = 2 * time.Minute
+	}
+	if !set["ceiling-duration"] {
+		bc.CeilingDuration = 30 * time.Second
 	}
 	if !set["s6-duration"] {
 		bc.S6Duration = 60 * time.Second
@@ -196,4 +205,25 @@ func header(ctx context.Context, e *env, w io.Writer) {
 		Scan(&version, &syncCommit, &fsync, &sharedBuffers)
 	fmt.Fprintf(w, "queuebench: %d CPUs, %s\n  synchronous_commit=%s fsync=%s shared_buffers=%s\n  server %s (pid %d), postmaster pid %d, load %.2f\n",
 		runtime.NumCPU(), version, syncCommit, fsync, sharedBuffers, e.addr, e.cpu.queued, e.cpu.postmaster, loadAvg())
+}
+
+// topStatements prints where PostgreSQL spent its time over the whole run.
+func topStatements(ctx context.Context, e *env, w io.Writer) {
+	rows, err := e.pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, rows,
+		regexp_replace(left(query, 110), '\s+', ' ', 'g')
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+	if err != nil {
+		fmt.Fprintf(w, "pg_stat_statements: %v\n", err)
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintln(w, "top statements by total time (pg_stat_statements):")
+	for rows.Next() {
+		var calls, ms, n int64
+		var q string
+		if err := rows.Scan(&calls, &ms, &n, &q); err != nil {
+			return
+		}
+		fmt.Fprintf(w, "  %8d ms %8d calls %9d rows  %s\n", ms, calls, n, q)
+	}
 }

@@ -9,26 +9,27 @@ import (
 // benchConfig sizes the scenarios. The defaults are the short version
 // (`make bench`, a few minutes); -full sets BENCHMARKS.md's sizes.
 type benchConfig struct {
-	Jobs          int           // S1 and S2 job count
-	BatchCallers  int           // concurrent callers for S1 batches and S2 pre-enqueue
-	Duration      time.Duration // S3 and S4 length per rate
-	Rates         []float64     // S3 rates; 0 means max (closed loop)
-	MaxCallers    int           // concurrent single-job callers for "max"
-	Workers       int           // worker connections for S3-S6
-	Window        int           // their window
-	S4Rows        int           // scheduled rows and finished rows each
-	S4Rate        float64
-	S4Due         int
-	S5Duration    time.Duration
-	S5Hold        time.Duration
-	S5Rate        float64 // 0: closed loop
-	S6Leases      int
-	S6Rate        float64
-	S6Duration    time.Duration
-	MaxRate       float64 // upper bound used to size recorders for "max"
-	DrainTimeout  time.Duration
-	S2Variants    [][2]int // {worker connections, window}
-	S1Single1Jobs int      // jobs for the single caller variant (it is slow)
+	Jobs            int           // S1 and S2 job count
+	BatchCallers    int           // concurrent callers for S1 batches and S2 pre-enqueue
+	Duration        time.Duration // S3 and S4 length per rate
+	Rates           []float64     // S3 rates; 0 means max (closed loop)
+	MaxCallers      int           // concurrent single-job callers for "max"
+	Workers         int           // worker connections for S3-S6
+	Window          int           // their window
+	S4Rows          int           // scheduled rows and finished rows each
+	S4Rate          float64
+	S4Due           int
+	S5Duration      time.Duration
+	S5Hold          time.Duration
+	S5Rate          float64 // 0: closed loop
+	S6Leases        int
+	S6Rate          float64
+	S6Duration      time.Duration
+	MaxRate         float64 // upper bound used to size recorders for "max"
+	DrainTimeout    time.Duration
+	S2Variants      [][2]int // {worker connections, window}
+	S1Single1Jobs   int      // jobs for the single caller variant (it is slow)
+	CeilingDuration time.Duration
 }
 
 type bench struct {
@@ -37,6 +38,8 @@ type bench struct {
 	out func(result)
 	log func(format string, args ...any)
 	run int // distinct queue per run
+
+	benchDir string // the pgbench scripts of the ceilings
 }
 
 func (b *bench) queue() string {
