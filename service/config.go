@@ -21,6 +21,14 @@ const (
 	ClaimBatchMaxDefault      = 1_000
 	WriteBatchMaxDefault      = 2_000
 	FlushersDefault           = 2
+	WatchRetentionDefault     = time.Hour
+	WatchBufferDefault        = 10_000
+	WatchReadBatchDefault     = 1_000
+	WatchCheckpointDefault    = 5 * time.Second
+	// ScheduleMisfireGraceDefault: a tick fired up to a minute late is on
+	// time; older ticks follow the schedule's catch-up policy.
+	ScheduleMisfireGraceDefault = time.Minute
+	SchedulerMaxSleepDefault    = time.Minute
 )
 
 // MaxNameLength bounds queue and job names, so they stay usable as labels
@@ -62,6 +70,30 @@ type Config struct {
 	Flushers int
 	// ReplicaID names this server instance in logs and lease owners.
 	ReplicaID string
+	// WatchRetention is how old a watch cursor may be: a watcher that
+	// resumes within it misses no terminal change. It must be shorter than
+	// Retention, which keeps the finished jobs it reads; unset, it is an
+	// hour or half of Retention, whichever is shorter.
+	WatchRetention time.Duration
+	// WatchBuffer bounds the events buffered for one watcher; a watcher
+	// that falls further behind is disconnected (RESOURCE_EXHAUSTED), so
+	// a slow watcher costs neither the queue nor other watchers.
+	WatchBuffer int
+	// WatchReadBatch bounds the changes one read returns.
+	WatchReadBatch int
+	// WatchCheckpoint is how often a watcher whose filter matched nothing
+	// is sent its advanced cursor, so it can resume from near the present.
+	WatchCheckpoint time.Duration
+	// ParseCron parses the cron expressions of schedules; nil means only
+	// "every <duration>" schedules are accepted. cmd/queued and tests wire
+	// internal/cronspec.
+	ParseCron CronParser
+	// ScheduleMisfireGrace is how late a schedule tick may fire and still
+	// count as on time rather than missed (see CatchUpPolicy).
+	ScheduleMisfireGrace time.Duration
+	// SchedulerMaxSleep bounds the scheduler's sleep between looks at the
+	// schedules, the safety net for a lost change notification.
+	SchedulerMaxSleep time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +115,16 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ClaimBatchMax, ClaimBatchMaxDefault)
 	setDefault(&c.WriteBatchMax, WriteBatchMaxDefault)
 	setDefault(&c.Flushers, FlushersDefault)
+	if c.WatchRetention == 0 {
+		// Leave half of a short job retention as margin: a finished job
+		// a resumed watch must read is deleted after Retention.
+		c.WatchRetention = min(WatchRetentionDefault, c.Retention/2)
+	}
+	setDefault(&c.WatchBuffer, WatchBufferDefault)
+	setDefault(&c.WatchReadBatch, WatchReadBatchDefault)
+	setDefault(&c.WatchCheckpoint, WatchCheckpointDefault)
+	setDefault(&c.ScheduleMisfireGrace, ScheduleMisfireGraceDefault)
+	setDefault(&c.SchedulerMaxSleep, SchedulerMaxSleepDefault)
 	if c.ReplicaID == "" {
 		c.ReplicaID = "queued"
 	}
@@ -94,8 +136,18 @@ func (c Config) validate() error {
 	if c.LeaseDuration > c.MaxLeaseDuration {
 		errs = append(errs, errors.New("lease duration exceeds the maximum lease duration"))
 	}
-	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 {
+	if c.LeaseDuration < 0 || c.Retention < 0 || c.SweepInterval < 0 || c.PollInterval < 0 || c.PingInterval < 0 ||
+		c.ScheduleMisfireGrace < 0 || c.SchedulerMaxSleep < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.WatchRetention >= c.Retention {
+		errs = append(errs, errors.New("watch retention must be shorter than retention: finished jobs are what a resumed watch reads"))
+	}
+	if c.WatchBuffer < c.WatchReadBatch {
+		errs = append(errs, errors.New("the watch buffer must hold at least one read batch"))
+	}
+	if c.WatchRetention < 0 || c.WatchCheckpoint < 0 || c.WatchBuffer < 0 {
+		errs = append(errs, errors.New("watch settings must not be negative"))
 	}
 	if c.DefaultMaxAttempts < 1 {
 		errs = append(errs, errors.New("default max attempts must be at least 1"))

@@ -17,8 +17,10 @@ import (
 // there is nothing to take until something new is announced.
 type dispatcher struct {
 	svc    *Service
+	key    string
 	queues []string
 	wake   chan struct{}
+	stop   context.CancelFunc
 
 	mu       sync.Mutex
 	sessions []*Session
@@ -45,21 +47,38 @@ func nextClaimHint(prev, asked, got, limit int) int {
 	return min(max(2*got, claimHintMin), limit)
 }
 
-func (s *Service) dispatcherFor(queues []string) (*dispatcher, error) {
+// attach registers ss with the dispatcher for its queue set, creating the
+// dispatcher if this is the set's first session.
+func (s *Service) attach(ss *Session) error {
 	<-s.ready
-	key := queueSetKey(queues)
+	key := queueSetKey(ss.queues)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d, ok := s.dispatchers[key]; ok {
-		return d, nil
+	d, ok := s.dispatchers[key]
+	if !ok {
+		if s.runCtx.Err() != nil {
+			return ErrClosed
+		}
+		ctx, stop := context.WithCancel(s.runCtx)
+		d = &dispatcher{svc: s, key: key, queues: ss.queues, wake: make(chan struct{}, 1), stop: stop, hint: claimHintMin}
+		s.dispatchers[key] = d
+		go d.run(ctx)
 	}
-	if s.runCtx.Err() != nil {
-		return nil, ErrClosed
+	ss.disp = d
+	d.add(ss)
+	return nil
+}
+
+// detach removes ss from its dispatcher and retires the dispatcher when it
+// served no one else, so queue sets that workers stopped using cost nothing.
+func (s *Service) detach(ss *Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := ss.disp
+	if d.remove(ss) == 0 {
+		d.stop()
+		delete(s.dispatchers, d.key)
 	}
-	d := &dispatcher{svc: s, queues: queues, wake: make(chan struct{}, 1), hint: claimHintMin}
-	s.dispatchers[key] = d
-	go d.run(s.runCtx)
-	return d, nil
 }
 
 // wakeQueue signals every local dispatcher that serves queue q.
@@ -82,6 +101,7 @@ func (s *Service) wakeAll() {
 	}
 	s.mu.Unlock()
 	s.wakePromoter()
+	s.wakeScheduler()
 }
 
 func (d *dispatcher) add(ss *Session) {
@@ -93,12 +113,14 @@ func (d *dispatcher) add(ss *Session) {
 	d.signal()
 }
 
-func (d *dispatcher) remove(ss *Session) {
+// remove drops ss and returns how many sessions remain.
+func (d *dispatcher) remove(ss *Session) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if i := slices.Index(d.sessions, ss); i >= 0 {
 		d.sessions = slices.Delete(d.sessions, i, i+1)
 	}
+	return len(d.sessions)
 }
 
 // announce records that new jobs may be available and wakes the loop.
@@ -256,4 +278,12 @@ func (d *dispatcher) claimFor(ctx context.Context, slots []*Session) (int, error
 		d.announce()
 	}
 	return len(claimed), nil
+}
+
+// ActiveDispatchers is the number of queue sets that have workers on this
+// replica (one dispatcher each), for metrics and tests.
+func (s *Service) ActiveDispatchers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.dispatchers)
 }

@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Domain errors. Adapters map these to their own error forms (gRPC status
@@ -19,6 +20,11 @@ var (
 	ErrFinished = errors.New("job already finished")
 	// ErrClosed means the service or session is shutting down.
 	ErrClosed = errors.New("service is shutting down")
+	// ErrUnavailable means the database could not be reached or the
+	// connection broke. It is transient: the caller should retry with
+	// backoff. If it broke during a commit the write may have landed, so
+	// retries of enqueues should carry a unique key.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // ValidationError says which field of a request is wrong and why.
@@ -50,3 +56,21 @@ func (e *TooLargeError) Error() string {
 
 // ErrAlreadyExists means a unique constraint refused a write.
 var ErrAlreadyExists = errors.New("already exists")
+
+// ErrWatcherTooSlow means a watcher fell further behind than its buffer
+// allows and was disconnected; it may resume from its last cursor.
+var ErrWatcherTooSlow = errors.New("watcher too slow: more events are pending than the watch buffer holds; resume from the last cursor")
+
+// CursorExpiredError means a watch cursor is older than the watch
+// retention: changes it has not seen may have been deleted, so resuming
+// from it could silently miss them.
+type CursorExpiredError struct {
+	Cursor    string
+	Age       time.Duration
+	Retention time.Duration
+}
+
+func (e *CursorExpiredError) Error() string {
+	return fmt.Sprintf("cursor %s is %v old, beyond the watch retention of %v: start a new watch and read the jobs' current state",
+		e.Cursor, e.Age.Round(time.Second), e.Retention)
+}

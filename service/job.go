@@ -51,6 +51,7 @@ type Job struct {
 	Progress       []byte
 	LeasedBy       string
 	LeaseExpiresAt time.Time
+	Flow           FlowLink // zero for a job outside any flow
 }
 
 // AttemptError is the error one attempt ended with.
@@ -66,6 +67,9 @@ type Lease struct {
 	Job       Job
 	Token     string
 	ExpiresAt time.Time
+	// Children are a flow parent's children as they were when it was
+	// leased; nil for other jobs.
+	Children []ChildOutcome
 }
 
 // JobSpec is a job to enqueue, after defaults have been applied and it has

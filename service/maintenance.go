@@ -56,8 +56,9 @@ func (s *Service) runPromoter(ctx context.Context) {
 	}
 }
 
-// runSweeper takes back expired leases and deletes finished jobs past
-// their retention, every sweep interval.
+// runSweeper takes back expired leases, ends the wait of flow parents whose
+// children deadline passed, and deletes finished jobs past their retention,
+// every sweep interval.
 func (s *Service) runSweeper(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
@@ -84,6 +85,21 @@ func (s *Service) Sweep(ctx context.Context) {
 		}
 		if n > 0 {
 			s.log.InfoContext(ctx, "took back expired leases", "count", n)
+		}
+		if n < maintenanceBatch {
+			break
+		}
+	}
+	for ctx.Err() == nil {
+		n, err := s.store.ExpireChildDeadlines(ctx, s.now(), maintenanceBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.ErrorContext(ctx, "expire children deadlines", "err", err)
+			}
+			break
+		}
+		if n > 0 {
+			s.log.InfoContext(ctx, "parents stopped waiting for their children: deadline passed", "count", n)
 		}
 		if n < maintenanceBatch {
 			break

@@ -20,6 +20,7 @@ type Service struct {
 	now    func() time.Time
 	nextID atomic.Int64
 
+	hub     *watchHub
 	inserts *batcher[[]NewJob, []EnqueuedJob]
 	acks    *batcher[Completion, struct{}]
 
@@ -32,10 +33,11 @@ type Service struct {
 	// a cancellation reaches the right worker.
 	leases sync.Map // int64 -> *Session
 
-	promoterWake chan struct{}
-	ready        chan struct{}
-	draining     chan struct{}
-	drainOnce    sync.Once
+	promoterWake  chan struct{}
+	schedulerWake chan struct{}
+	ready         chan struct{}
+	draining      chan struct{}
+	drainOnce     sync.Once
 }
 
 // New returns a service over store. Call Run to start its background work.
@@ -45,15 +47,17 @@ func New(store Store, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service config: %w", err)
 	}
 	s := &Service{
-		cfg:          cfg,
-		store:        store,
-		log:          cfg.Logger,
-		now:          cfg.Now,
-		dispatchers:  make(map[string]*dispatcher),
-		promoterWake: make(chan struct{}, 1),
-		ready:        make(chan struct{}),
-		draining:     make(chan struct{}),
+		cfg:           cfg,
+		store:         store,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		dispatchers:   make(map[string]*dispatcher),
+		promoterWake:  make(chan struct{}, 1),
+		schedulerWake: make(chan struct{}, 1),
+		ready:         make(chan struct{}),
+		draining:      make(chan struct{}),
 	}
+	s.hub = newWatchHub(s)
 	s.inserts = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(j []NewJob) int { return len(j) }, s.flushInserts)
 	s.acks = newBatcher(cfg.Flushers, cfg.WriteBatchMax, func(Completion) int { return 1 }, s.flushAcks)
 	return s, nil
@@ -75,9 +79,14 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.acks.run(ctx) })
 	wg.Go(func() { s.runPromoter(ctx) })
 	wg.Go(func() { s.runSweeper(ctx) })
+	wg.Go(func() { s.hub.run(ctx) })
+	wg.Go(func() { s.runScheduler(ctx) })
 	errc := make(chan error, 1)
 	wg.Go(func() {
-		errc <- s.store.Listen(ctx, s.onNotification, s.wakeAll)
+		errc <- s.store.Listen(ctx, s.onNotification, func() {
+			s.wakeAll()
+			s.hub.notify()
+		})
 	})
 	wg.Wait()
 	if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
@@ -425,5 +434,9 @@ func (s *Service) onNotification(n Notification) {
 		s.wakeQueue(n.Queue)
 	case NotifyCancelled:
 		s.onCancelled(n.JobID, n.Reason)
+	case NotifyChanged:
+		s.hub.notify()
+	case NotifySchedules:
+		s.wakeScheduler()
 	}
 }

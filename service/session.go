@@ -96,12 +96,9 @@ func (s *Service) OpenSession(p SessionParams) (*Session, error) {
 	if sess.workerID == "" {
 		sess.workerID = sess.id
 	}
-	disp, err := s.dispatcherFor(queues)
-	if err != nil {
+	if err := s.attach(sess); err != nil {
 		return nil, err
 	}
-	sess.disp = disp
-	disp.add(sess)
 	return sess, nil
 }
 
@@ -166,6 +163,15 @@ func (ss *Session) Ack(ctx context.Context, ref LeaseRef, result []byte) error {
 	return ss.svc.Ack(ctx, ref, result)
 }
 
+// AckThen completes a job and enqueues its continuations atomically.
+func (ss *Session) AckThen(ctx context.Context, ref LeaseRef, result []byte, then []FlowSpec) ([]int64, error) {
+	if !ss.begin() {
+		return nil, ErrClosed
+	}
+	defer ss.inflight.Done()
+	return ss.svc.AckThen(ctx, ref, result, then)
+}
+
 // Nack fails the current attempt.
 func (ss *Session) Nack(ctx context.Context, p NackParams) (Job, error) {
 	if !ss.begin() {
@@ -226,7 +232,7 @@ func (ss *Session) Close(ctx context.Context) error {
 	}
 	ss.closed = true
 	ss.mu.Unlock()
-	ss.disp.remove(ss)
+	ss.svc.detach(ss)
 	ss.inflight.Wait()
 
 	ss.mu.Lock()

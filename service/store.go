@@ -10,6 +10,7 @@ import (
 // cancels a running one, also publishes a Notification in the same
 // transaction so that dispatchers on every replica wake up.
 type Store interface {
+	ScheduleStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)
@@ -18,6 +19,8 @@ type Store interface {
 	ClaimJobs(ctx context.Context, p ClaimParams) ([]ClaimedJob, error)
 	// CompleteJobs marks leased jobs completed. It returns, per input, nil
 	// or ErrLeaseLost / ErrNotFound; the error return is for the batch.
+	// A completed flow child counts as finished for its parent in the same
+	// statement, releasing the parent when it was the last one.
 	CompleteJobs(ctx context.Context, acks []Completion, now time.Time) ([]error, error)
 	// FailAttempt ends the current attempt of a leased job with an error.
 	// decide chooses the job's next state from the locked row.
@@ -44,13 +47,61 @@ type Store interface {
 	// GetJob returns one job.
 	GetJob(ctx context.Context, id int64) (Job, error)
 	// CancelJob moves an unfinished job to cancelled and reports the state
-	// it had. A running job's lease is voided and its cancellation is
+	// it had. Its unfinished flow subtree is cancelled with it, and its
+	// parent learns of it, in the same transaction. A running job's lease is voided and its cancellation is
 	// published so the replica holding its stream tells the worker.
 	CancelJob(ctx context.Context, id int64, reason string, now time.Time) (job Job, previous JobState, err error)
+	// InsertFlows inserts flows (each in pre-order, see NewFlowJob) in one
+	// transaction and returns each flow's jobs in the same order.
+	InsertFlows(ctx context.Context, flows [][]NewFlowJob) ([][]Job, error)
+	// CompleteThen acks one lease and inserts flows in one transaction,
+	// returning the flows' root ids; on a lost lease nothing is inserted.
+	CompleteThen(ctx context.Context, ack Completion, then [][]NewFlowJob, now time.Time) ([]int64, error)
+	// GetFlow returns every job of the flow job id belongs to, in id order
+	// (so parents before children). A job outside flows is ErrNotFound.
+	GetFlow(ctx context.Context, id int64) ([]Job, error)
+	// ExpireChildDeadlines ends the wait of up to limit parents whose
+	// children deadline passed before now: their unfinished children are
+	// cancelled, and each child's policy decides the parent's fate.
+	ExpireChildDeadlines(ctx context.Context, now time.Time, limit int) (int, error)
 	// Listen delivers notifications published by any replica until ctx
 	// ends. It reconnects by itself and calls onReconnect after a gap, when
 	// notifications may have been missed.
 	Listen(ctx context.Context, onNotify func(Notification), onReconnect func()) error
+
+	// ReadChanges returns, in (transaction, job id) order, up to q.Limit
+	// job changes that q.After does not cover and that match q.Filter's
+	// job ids, queue and names, with the snapshot they were read in. Every
+	// insert, state change and progress change of a job is a change; a
+	// job changed again before it is read shows only its latest change.
+	ReadChanges(ctx context.Context, q ChangeQuery) (ChangeBatch, error)
+	// CurrentJobs returns the jobs among ids that exist, as changes, and
+	// the snapshot they were read in.
+	CurrentJobs(ctx context.Context, ids []int64) ([]Change, Snapshot, error)
+}
+
+// ChangeQuery asks ReadChanges for the changes after a cursor.
+type ChangeQuery struct {
+	After  Cursor
+	Filter WatchFilter // event kinds are not the store's business
+	Limit  int
+}
+
+// ChangeBatch is what one ReadChanges call saw.
+type ChangeBatch struct {
+	Changes  []Change
+	Snapshot Snapshot // the snapshot the changes were read in
+	// Complete is true when the batch holds every change the snapshot
+	// shows after the cursor (the limit was not reached).
+	Complete bool
+}
+
+// Change is the latest row version of a job and the transaction that
+// wrote it. The job comes without its payload.
+type Change struct {
+	XID       uint64
+	PrevState JobState // state before the change; empty for an insert
+	Job       Job
 }
 
 // NotificationKind says what a Notification announces.
@@ -62,6 +113,11 @@ const (
 	NotifyAvailable NotificationKind = iota + 1
 	// NotifyCancelled: the running job JobID was cancelled.
 	NotifyCancelled
+	// NotifyChanged: some job changed (inserted, state or progress); the
+	// watch reader should look.
+	NotifyChanged
+	// NotifySchedules: a schedule was created, changed or deleted.
+	NotifySchedules
 )
 
 // Notification is a cross-replica signal published by the store.

@@ -23,7 +23,7 @@ SET state = 'running',
     started_at = @now
 FROM slotted s
 WHERE j.id = s.id
-RETURNING s.slot, ` + jobColumns
+RETURNING s.slot, ` + jobColumns + `, ` + childrenColumn
 
 // claimOneQueueSQL picks from one queue. The equality on queue lets the scan
 // walk the partial claim index in (priority, run_at, id) order and stop
@@ -61,7 +61,8 @@ WITH candidates AS (
 )` + claimSetSQL
 
 type claimedRow struct {
-	Slot int64 `db:"slot"`
+	Slot     int64        `db:"slot"`
+	Children []childEntry `db:"children"`
 	jobRow
 }
 
@@ -90,7 +91,7 @@ func (s *Store) ClaimJobs(ctx context.Context, p service.ClaimParams) ([]service
 		job := r.toJob()
 		out[i] = service.ClaimedJob{
 			Slot:  int(r.Slot) - 1,
-			Lease: service.Lease{Job: job, Token: deref(r.LeaseToken), ExpiresAt: job.LeaseExpiresAt},
+			Lease: service.Lease{Job: job, Token: deref(r.LeaseToken), ExpiresAt: job.LeaseExpiresAt, Children: childOutcomes(r.Children)},
 		}
 	}
 	return out, nil

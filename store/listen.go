@@ -47,7 +47,7 @@ func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, `LISTEN `+channelAvailable+`; LISTEN `+channelCancelled); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+channelAvailable+`; LISTEN `+channelCancelled+`; LISTEN `+channelChanges+`; LISTEN `+channelSchedules); err != nil {
 		conn.Close(ctx)
 		return nil, err
 	}
@@ -63,6 +63,10 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, onNotify func(servi
 		switch n.Channel {
 		case channelAvailable:
 			onNotify(service.Notification{Kind: service.NotifyAvailable, Queue: n.Payload})
+		case channelChanges:
+			onNotify(service.Notification{Kind: service.NotifyChanged})
+		case channelSchedules:
+			onNotify(service.Notification{Kind: service.NotifySchedules})
 		case channelCancelled:
 			idText, reason, _ := strings.Cut(n.Payload, ":")
 			if id, err := strconv.ParseInt(idText, 10, 64); err == nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,10 +24,9 @@ WITH gone AS (
 
 // ExpireLeases takes back up to limit expired leases.
 func (s *Store) ExpireLeases(ctx context.Context, now time.Time, limit int) (int, error) {
-	var n int
-	err := s.pool.QueryRow(ctx, expireSQL, pgx.NamedArgs{
+	n, err := s.abandon(ctx, expireSQL, pgx.NamedArgs{
 		"now": now, "limit": limit, "reason": "lease expired", "revoke": true,
-	}).Scan(&n)
+	}, now)
 	if err != nil {
 		return 0, fmt.Errorf("expire leases: %w", err)
 	}
@@ -63,11 +63,20 @@ func (s *Store) PromoteScheduled(ctx context.Context, now time.Time, limit int) 
 	return n, deref(next), nil
 }
 
-// deleteFinishedSQL removes finished jobs past retention, oldest first.
+// deleteFinishedSQL removes finished jobs past retention, oldest first. A
+// flow child is kept while its parent is unfinished (the parent receives its
+// result when it runs), and a parent while it has unfinished children (so
+// the tree stays whole while any of it runs).
 const deleteFinishedSQL = `
 DELETE FROM queued_jobs WHERE id IN (
-    SELECT id FROM queued_jobs
+    SELECT id FROM queued_jobs j
     WHERE state IN ('completed', 'failed', 'cancelled') AND finished_at < @before
+      AND (j.parent_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM queued_jobs p
+          WHERE p.id = j.parent_id AND p.state NOT IN ('completed', 'failed', 'cancelled')))
+      AND (j.child_count = 0 OR NOT EXISTS (
+          SELECT 1 FROM queued_jobs c
+          WHERE c.parent_id = j.id AND c.state NOT IN ('completed', 'failed', 'cancelled')))
     ORDER BY finished_at
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
@@ -105,18 +114,54 @@ type cancelledRow struct {
 	jobRow
 }
 
-// CancelJob cancels an unfinished job.
+// errCancelFinished rolls back a cancellation whose job turned out to be
+// finished.
+var errCancelFinished = errors.New("finished")
+
+// CancelJob cancels an unfinished job, with its unfinished flow subtree,
+// and tells its parent, all in one transaction. The subtree is cancelled
+// before the job itself so that rows are locked children first (see
+// store/flow_settle.go); if the job finished meanwhile, all of it rolls back.
 func (s *Store) CancelJob(ctx context.Context, id int64, reason string, now time.Time) (service.Job, service.JobState, error) {
-	rows, _ := s.pool.Query(ctx, cancelSQL, pgx.NamedArgs{"id": id, "now": now, "reason": reason})
-	rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[cancelledRow])
-	if err != nil {
-		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, err)
-	}
-	if len(rs) == 0 {
-		if _, err := s.GetJob(ctx, id); err != nil {
-			return service.Job{}, "", err
+	var out cancelledRow
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var state string
+		var childCount int32
+		err := tx.QueryRow(ctx, `SELECT state, child_count FROM queued_jobs WHERE id = $1`, id).Scan(&state, &childCount)
+		if err != nil {
+			return interpretError(err)
 		}
+		if service.JobState(state).Terminal() {
+			return errCancelFinished
+		}
+		var evs []childEvent
+		if childCount > 0 {
+			if evs, err = cancelSubtrees(ctx, tx, []int64{id}, "its parent was cancelled: "+reason, now); err != nil {
+				return err
+			}
+		}
+		rows, _ := tx.Query(ctx, cancelSQL, pgx.NamedArgs{"id": id, "now": now, "reason": reason})
+		rs, err := pgx.CollectRows(rows, pgx.RowToStructByName[cancelledRow])
+		if err != nil {
+			return err
+		}
+		if len(rs) == 0 {
+			return errCancelFinished
+		}
+		out = rs[0]
+		if ev, ok := (finishedRow{ID: id, State: out.State, ParentID: out.ParentID, Policy: out.ChildPolicy,
+			ChildName: out.ChildName, Message: &reason}).event(); ok {
+			evs = append(evs, ev)
+		}
+		return settleParents(ctx, tx, evs, now)
+	})
+	switch {
+	case errors.Is(err, errCancelFinished):
 		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, service.ErrFinished)
+	case errors.Is(err, service.ErrNotFound):
+		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, err)
+	case err != nil:
+		return service.Job{}, "", fmt.Errorf("cancel job %d: %w", id, interpretError(err))
 	}
-	return rs[0].toJob(), service.JobState(rs[0].PreviousState), nil
+	return out.toJob(), service.JobState(out.PreviousState), nil
 }

@@ -17,9 +17,18 @@ import (
 // Tokens are compared as text so that a malformed token is simply a lease
 // that does not match, not a failed batch.
 
-// completeSQL acks many leases in one statement.
+// completeSQL acks many leases in one statement. A completed flow child
+// counts as finished for its parent in the same statement (settleParentsSQL),
+// which releases the parent when it was the last child: there is no moment
+// at which the child is completed and its parent does not know. For plain
+// jobs ev is empty and the parent part touches no row.
 //
-// It matches "running with this token" as lease_token = token AND
+// A parent released early (policy continue) and one of its children acked
+// in the same batch: the parent's row is updated by done, so the parent part
+// skips it and its pending_children keeps counting that child. The counter
+// only matters while a parent waits, which this one no longer does.
+//
+// done matches "running with this token" as lease_token = token AND
 // lease_expires_at IS NOT NULL, which the table's lease_iff_running check
 // makes equivalent to state = 'running', on purpose: spelled as
 // state = 'running', the condition lets the planner scan every running job
@@ -30,12 +39,18 @@ import (
 // leases out, far worse with dead index entries under load). Without it the
 // only sensible plan is the batch joined to the primary key.
 const completeSQL = `
-UPDATE queued_jobs j
-SET state = 'completed', result = a.result, finished_at = @now,
-    lease_token = NULL, lease_expires_at = NULL
-FROM unnest(@ids::bigint[], @tokens::text[], @results::bytea[]) AS a(id, token, result)
-WHERE j.id = a.id AND j.lease_token::text = a.token AND j.lease_expires_at IS NOT NULL
-RETURNING j.id`
+WITH done AS (
+    UPDATE queued_jobs j
+    SET state = 'completed', result = a.result, finished_at = @now,
+        lease_token = NULL, lease_expires_at = NULL
+    FROM unnest(@ids::bigint[], @tokens::text[], @results::bytea[]) AS a(id, token, result)
+    WHERE j.id = a.id AND j.lease_token::text = a.token AND j.lease_expires_at IS NOT NULL
+    RETURNING j.id, j.parent_id, j.child_policy
+), ev AS (
+    SELECT parent_id, id AS child_id, 'completed'::text AS outcome, child_policy AS policy, ''::text AS message
+    FROM done WHERE parent_id IS NOT NULL
+), ` + settleParentsSQL + `
+SELECT id FROM done WHERE (SELECT count(*) FROM parents_notified) >= 0`
 
 // CompleteJobs acks many leases in one statement. A job named twice in one
 // batch is acked once; the repeat is reported as a lost lease.
@@ -51,8 +66,18 @@ func (s *Store) CompleteJobs(ctx context.Context, acks []service.Completion, now
 		first[a.JobID] = i
 		ids, tokens, results = append(ids, a.JobID), append(tokens, a.Token), append(results, a.Result)
 	}
-	rows, _ := s.pool.Query(ctx, completeSQL, pgx.NamedArgs{"ids": ids, "tokens": tokens, "results": results, "now": now})
-	done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	args := pgx.NamedArgs{"ids": ids, "tokens": tokens, "results": results, "now": now}
+	var done []int64
+	var err error
+	for attempt := 1; ; attempt++ {
+		// The statement is atomic: when PostgreSQL aborts it to break a
+		// deadlock with a flow's cancellation, running it again is safe.
+		rows, _ := s.pool.Query(ctx, completeSQL, args)
+		done, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		if attempt >= 5 || !isDeadlock(err) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("complete %d jobs: %w", len(ids), interpretError(err))
 	}
@@ -69,7 +94,7 @@ func (s *Store) CompleteJobs(ctx context.Context, acks []service.Completion, now
 			missing = append(missing, id)
 		}
 	}
-	rows, _ = s.pool.Query(ctx, `SELECT id FROM queued_jobs WHERE id = ANY($1)`, missing)
+	rows, _ := s.pool.Query(ctx, `SELECT id FROM queued_jobs WHERE id = ANY($1)`, missing)
 	existing, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return nil, fmt.Errorf("explain %d refused acks: %w", len(missing), err)
@@ -110,10 +135,11 @@ WITH upd AS (
 SELECT * FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
 
 // FailAttempt locks the leased row, lets p.Decide pick the next state from
-// it, and writes that state, all in one transaction.
+// it, and writes that state, all in one transaction; a flow child that
+// failed for good updates its parent in that transaction too.
 func (s *Store) FailAttempt(ctx context.Context, p service.FailParams) (service.Job, error) {
 	var out service.Job
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, lockLeasedSQL, pgx.NamedArgs{"id": p.JobID, "token": p.Token})
 		row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[jobRow])
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -131,6 +157,11 @@ func (s *Store) FailAttempt(ctx context.Context, p service.FailParams) (service.
 			return err
 		}
 		out = updated.toJob()
+		if out.State == service.StateFailed && out.Flow.ParentID != 0 {
+			ev, _ := finishedRow{ID: out.ID, State: string(out.State), ParentID: &out.Flow.ParentID,
+				Policy: updated.ChildPolicy, ChildName: updated.ChildName, Message: &p.Error}.event()
+			return settleParents(ctx, tx, []childEvent{ev}, p.Now)
+		}
 		return nil
 	})
 	if err != nil {
@@ -145,7 +176,7 @@ func (s *Store) ExtendLease(ctx context.Context, ref service.LeaseRef, expiresAt
 		WHERE id = @id AND lease_token::text = @token AND state = 'running'`,
 		pgx.NamedArgs{"id": ref.JobID, "token": ref.Token, "expires": expiresAt})
 	if err != nil {
-		return fmt.Errorf("extend lease of job %d: %w", ref.JobID, err)
+		return fmt.Errorf("extend lease of job %d: %w", ref.JobID, interpretError(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.leaseLostOrNotFound(ctx, s.pool, ref.JobID)
@@ -159,7 +190,7 @@ func (s *Store) UpdateProgress(ctx context.Context, ref service.LeaseRef, progre
 		WHERE id = @id AND lease_token::text = @token AND state = 'running'`,
 		pgx.NamedArgs{"id": ref.JobID, "token": ref.Token, "progress": progress})
 	if err != nil {
-		return fmt.Errorf("update progress of job %d: %w", ref.JobID, err)
+		return fmt.Errorf("update progress of job %d: %w", ref.JobID, interpretError(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return s.leaseLostOrNotFound(ctx, s.pool, ref.JobID)
@@ -188,7 +219,7 @@ func (s *Store) ReleaseJobs(ctx context.Context, refs []service.LeaseRef, now ti
 	rows, _ := s.pool.Query(ctx, releaseSQL, pgx.NamedArgs{"ids": ids, "tokens": tokens})
 	released, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("release %d jobs: %w", len(refs), err)
+		return nil, fmt.Errorf("release %d jobs: %w", len(refs), interpretError(err))
 	}
 	return released, nil
 }
@@ -207,7 +238,7 @@ upd AS (
             'attempt', j.attempt, 'error', @reason::text, 'at', @now::timestamptz))
     FROM gone g
     WHERE j.id = g.id
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.parent_id, j.child_policy, j.child_name
 ), notified AS (
     SELECT pg_notify('` + channelAvailable + `', q.queue)
     FROM (SELECT DISTINCT queue FROM upd WHERE state = 'available') q
@@ -216,7 +247,8 @@ upd AS (
     -- is gone, so it frees the slot and the worker stops the job.
     SELECT pg_notify('` + channelCancelled + `', id::text || ':' || @reason::text) FROM upd WHERE @revoke::bool
 )
-SELECT count(*) FROM upd WHERE (SELECT count(*) FROM notified) + (SELECT count(*) FROM revoked) >= 0`
+SELECT id, state, parent_id, child_policy, child_name, @reason::text AS message
+FROM upd WHERE (SELECT count(*) FROM notified) + (SELECT count(*) FROM revoked) >= 0`
 
 const abandonSQL = `
 WITH gone AS (
@@ -230,10 +262,25 @@ WITH gone AS (
 // AbandonJobs requeues (or fails) the jobs of a worker whose stream ended.
 func (s *Store) AbandonJobs(ctx context.Context, refs []service.LeaseRef, reason string, now time.Time) (int, error) {
 	ids, tokens := leaseRefArrays(refs)
-	var n int
-	err := s.pool.QueryRow(ctx, abandonSQL, pgx.NamedArgs{"ids": ids, "tokens": tokens, "reason": reason, "now": now, "revoke": false}).Scan(&n)
+	n, err := s.abandon(ctx, abandonSQL, pgx.NamedArgs{"ids": ids, "tokens": tokens, "reason": reason, "now": now, "revoke": false}, now)
 	if err != nil {
 		return 0, fmt.Errorf("requeue %d abandoned jobs: %w", len(refs), err)
 	}
 	return n, nil
+}
+
+// abandon runs an abandonSetSQL statement and, in the same transaction,
+// tells the parents of flow children that failed for good.
+func (s *Store) abandon(ctx context.Context, query string, args pgx.NamedArgs, now time.Time) (int, error) {
+	var n int
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, query, args)
+		gone, err := pgx.CollectRows(rows, pgx.RowToStructByName[finishedRow])
+		if err != nil {
+			return err
+		}
+		n = len(gone)
+		return settleParents(ctx, tx, events(gone), now)
+	})
+	return n, err
 }

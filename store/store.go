@@ -10,6 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +26,10 @@ import (
 const (
 	channelAvailable = "queued_available" // payload: queue name
 	channelCancelled = "queued_cancelled" // payload: job id
+	// channelChanges is raised by triggers (migrations/0002_watch.sql) in
+	// every transaction that inserts a job or changes a job's state or
+	// progress; watch readers look for the changes when it fires.
+	channelChanges = "queued_changes"
 )
 
 // Store implements service.Store on PostgreSQL.
@@ -45,7 +52,8 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // returns whole jobs.
 const jobColumns = `j.id, j.queue, j.name, j.payload, j.metadata, j.priority, j.state, j.attempt,
 	j.max_attempts, j.backoff, j.unique_key, j.run_at, j.created_at, j.started_at, j.finished_at,
-	j.lease_token::text AS lease_token, j.lease_expires_at, j.leased_by, j.result, j.progress, j.errors`
+	j.lease_token::text AS lease_token, j.lease_expires_at, j.leased_by, j.result, j.progress, j.errors,
+	j.parent_id, j.flow_id, j.child_name, j.child_policy, j.child_count, j.pending_children, j.children_deadline`
 
 // jobRow is a row of queued_jobs as scanned; it never leaves this package.
 type jobRow struct {
@@ -70,6 +78,30 @@ type jobRow struct {
 	Result         []byte                 `db:"result"`
 	Progress       []byte                 `db:"progress"`
 	Errors         []service.AttemptError `db:"errors"`
+	flowColumns
+}
+
+// flowColumns are a job's place in a flow (migrations/0004_flows.sql).
+type flowColumns struct {
+	ParentID         *int64     `db:"parent_id"`
+	FlowID           *int64     `db:"flow_id"`
+	ChildName        *string    `db:"child_name"`
+	ChildPolicy      *string    `db:"child_policy"`
+	ChildCount       int32      `db:"child_count"`
+	PendingChildren  int32      `db:"pending_children"`
+	ChildrenDeadline *time.Time `db:"children_deadline"`
+}
+
+func (f flowColumns) toLink() service.FlowLink {
+	return service.FlowLink{
+		FlowID:           deref(f.FlowID),
+		ParentID:         deref(f.ParentID),
+		ChildName:        deref(f.ChildName),
+		Policy:           service.ChildPolicy(deref(f.ChildPolicy)),
+		ChildCount:       f.ChildCount,
+		PendingChildren:  f.PendingChildren,
+		ChildrenDeadline: deref(f.ChildrenDeadline),
+	}
 }
 
 func (r jobRow) toJob() service.Job {
@@ -94,6 +126,7 @@ func (r jobRow) toJob() service.Job {
 		Progress:       r.Progress,
 		LeasedBy:       deref(r.LeasedBy),
 		LeaseExpiresAt: deref(r.LeaseExpiresAt),
+		Flow:           r.flowColumns.toLink(),
 	}
 }
 
@@ -129,7 +162,36 @@ func interpretError(err error) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return fmt.Errorf("%w: %s", service.ErrAlreadyExists, pgErr.ConstraintName)
 	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", service.ErrUnavailable, err)
+	}
 	return err
+}
+
+// unavailable reports whether err means PostgreSQL could not be reached or
+// the connection broke (refused, reset, shutting down, starting up, too many
+// connections), as opposed to a statement that failed.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // the caller gave up; that is its own error
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "57P01", // admin_shutdown
+			pgErr.Code == "57P02", // crash_shutdown
+			pgErr.Code == "57P03", // cannot_connect_now
+			pgErr.Code == "53300": // too_many_connections
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err)
 }
 
 // GetJob returns one job.

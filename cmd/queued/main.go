@@ -51,15 +51,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		maxConns     = fs.Int("db-max-conns", envInt(getenv, "QUEUED_DB_MAX_CONNS", 16), "database pool size (QUEUED_DB_MAX_CONNS)")
 		leaseDur     = fs.Duration("lease-duration", envDuration(getenv, "QUEUED_LEASE_DURATION", service.LeaseDurationDefault), "default lease length (QUEUED_LEASE_DURATION)")
 		retention    = fs.Duration("retention", envDuration(getenv, "QUEUED_RETENTION", service.RetentionDefault), "how long finished jobs are kept (QUEUED_RETENTION)")
+		watchRet     = fs.Duration("watch-retention", envDuration(getenv, "QUEUED_WATCH_RETENTION", 0), "how old a watch cursor may be to resume; 0: an hour or half the retention (QUEUED_WATCH_RETENTION)")
 		maxAttempts  = fs.Int("default-max-attempts", envInt(getenv, "QUEUED_DEFAULT_MAX_ATTEMPTS", service.DefaultMaxAttemptsDefault), "attempts for jobs that set none (QUEUED_DEFAULT_MAX_ATTEMPTS)")
 		maxPayload   = fs.Int("max-payload-bytes", envInt(getenv, "QUEUED_MAX_PAYLOAD_BYTES", service.MaxPayloadBytesDefault), "largest payload, result or progress (QUEUED_MAX_PAYLOAD_BYTES)")
 		drainTimeout = fs.Duration("drain-timeout", envDuration(getenv, "QUEUED_DRAIN_TIMEOUT", app.DrainTimeoutDefault), "how long SIGTERM waits for workers to settle (QUEUED_DRAIN_TIMEOUT)")
 		logLevel     = fs.String("log-level", env("QUEUED_LOG_LEVEL", "info"), "debug, info, warn or error (QUEUED_LOG_LEVEL)")
 		logFormat    = fs.String("log-format", env("QUEUED_LOG_FORMAT", "text"), "text or json (QUEUED_LOG_FORMAT)")
 		replicaID    = fs.String("replica-id", env("QUEUED_REPLICA_ID", hostname()), "name of this replica in logs and lease owners (QUEUED_REPLICA_ID)")
+		healthcheck  = fs.Bool("healthcheck", false, "do not serve: ask the server on -http-addr whether it is ready (GET /readyz), exit 0 if so; for container health checks")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *healthcheck {
+		return probeReady(ctx, *httpAddr)
 	}
 	logger, err := newLogger(*logLevel, *logFormat, stderr)
 	if err != nil {
@@ -76,6 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Service: service.Config{
 			LeaseDuration:      *leaseDur,
 			Retention:          *retention,
+			WatchRetention:     *watchRet,
 			DefaultMaxAttempts: int32(*maxAttempts),
 			MaxPayloadBytes:    *maxPayload,
 			ReplicaID:          *replicaID,

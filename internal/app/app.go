@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/queued-dev/queued/internal/cronspec"
+	"github.com/queued-dev/queued/internal/metrics"
 	"github.com/queued-dev/queued/migrations"
 	"github.com/queued-dev/queued/service"
 	"github.com/queued-dev/queued/service/grpcserver"
@@ -37,6 +39,10 @@ import (
 // the jobs they hold.
 const DrainTimeoutDefault = 10 * time.Second
 
+// HealthIntervalDefault is how often the database is probed for the gRPC
+// health status.
+const HealthIntervalDefault = time.Second
+
 // Config is everything a server needs.
 type Config struct {
 	GRPCAddr    string // e.g. ":7070"; "127.0.0.1:0" picks a port
@@ -46,8 +52,11 @@ type Config struct {
 	MaxConns    int32  // pool size; 0: pgxpool's default
 	// DrainTimeout bounds the wait for in-flight work on shutdown.
 	DrainTimeout time.Duration
-	Service      service.Config
-	Logger       *slog.Logger
+	// HealthInterval is how often the database is probed to set the gRPC
+	// health status (0: HealthIntervalDefault).
+	HealthInterval time.Duration
+	Service        service.Config
+	Logger         *slog.Logger
 }
 
 // App is a running server.
@@ -59,15 +68,17 @@ type App struct {
 	svc     *service.Service
 	grpc    *grpc.Server
 	health  *health.Server
+	metrics *metrics.Metrics
 	http    *http.Server
 	grpcLis net.Listener
 	httpLis net.Listener
 
-	cancelSvc context.CancelFunc
-	svcDone   chan error
-	serveErr  chan error
-	stopOnce  sync.Once
-	stopErr   error
+	cancelSvc  context.CancelFunc
+	svcDone    chan error
+	healthDone chan struct{}
+	serveErr   chan error
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // Start brings a server up and returns once it is listening.
@@ -78,9 +89,19 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DrainTimeoutDefault
 	}
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = HealthIntervalDefault
+	}
 	a := &App{cfg: cfg, log: cfg.Logger, serveErr: make(chan error, 2)}
 	defer func() {
 		if err != nil {
+			if a.cancelSvc != nil { // the service runs: stop it first
+				a.cancelSvc()
+				<-a.svcDone
+				if a.healthDone != nil {
+					<-a.healthDone
+				}
+			}
 			a.release()
 		}
 	}()
@@ -124,7 +145,14 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if svcCfg.Logger == nil {
 		svcCfg.Logger = a.log
 	}
-	a.svc, err = service.New(store.New(a.pool), svcCfg)
+	if svcCfg.ParseCron == nil {
+		svcCfg.ParseCron = ParseCron
+	}
+	st := store.New(a.pool)
+	a.metrics = metrics.New()
+	a.metrics.WatchPool(a.pool)
+	a.metrics.WatchQueues(metrics.QueueCollectorConfig{Source: st, Now: svcCfg.Now, Logger: a.log})
+	a.svc, err = service.New(a.metrics.ObserveStore(st), svcCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -135,21 +163,32 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 
 	a.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
+			a.metrics.UnaryInterceptor(),
 			logging.UnaryServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes)),
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.ChainStreamInterceptor(
+			a.metrics.StreamInterceptor(),
 			logging.StreamServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes)),
+			contextErrorStatus,
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// A worker whose machine vanishes without closing its connection is
+		// found dead within Time+Timeout, its stream ends, and its jobs go
+		// back; without this they would wait for lease expiry.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
 		grpc.WaitForHandlers(true),
 	)
 	grpcserver.New(a.svc, a.log).Register(a.grpc)
+	grpcserver.NewScheduleServer(a.svc, a.log).Register(a.grpc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
+	a.metrics.InitializeGRPC(a.grpc)
 	a.setServing(true)
+	a.healthDone = make(chan struct{})
+	go a.watchHealth(svcCtx)
 
 	a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -162,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
-		a.http = &http.Server{Handler: httpserver.Handler(a.Ready), ReadHeaderTimeout: 10 * time.Second}
+		a.http = &http.Server{Handler: httpserver.Handler(a.Ready, httpserver.Metrics(a.metrics.Handler())), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := a.http.Serve(a.httpLis); !errors.Is(err, http.ErrServerClosed) {
 				a.serveErr <- err
@@ -190,19 +229,6 @@ func (a *App) Service() *service.Service { return a.svc }
 // Pool is the database pool, for tests that inspect rows.
 func (a *App) Pool() *pgxpool.Pool { return a.pool }
 
-// Ready reports whether the server can serve: not draining, database up.
-func (a *App) Ready(ctx context.Context) error {
-	select {
-	case <-a.svc.Draining():
-		return errors.New("draining")
-	default:
-	}
-	if err := a.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("database unreachable: %w", err)
-	}
-	return nil
-}
-
 // Wait blocks until a listener fails or ctx ends.
 func (a *App) Wait(ctx context.Context) error {
 	select {
@@ -221,7 +247,10 @@ func (a *App) Wait(ctx context.Context) error {
 // back, and the database is released last.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.stopOnce.Do(func() {
-		a.setServing(false)
+		// Shutdown turns every status NOT_SERVING and ignores later
+		// updates, so the health loop cannot flip it back.
+		a.health.Shutdown()
+		a.metrics.SetHealth(true, false)
 		a.svc.Drain()
 		done := make(chan struct{})
 		go func() {
@@ -247,6 +276,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if err := <-a.svcDone; err != nil {
 			a.stopErr = err
 		}
+		<-a.healthDone
 		a.release()
 	})
 	return a.stopErr
@@ -263,6 +293,7 @@ func (a *App) Kill() {
 		}
 		a.cancelSvc()
 		<-a.svcDone
+		<-a.healthDone
 		a.release()
 	})
 }
@@ -278,15 +309,6 @@ func (a *App) release() {
 			a.log.Error("stop private PostgreSQL", "err", err)
 		}
 	}
-}
-
-func (a *App) setServing(ok bool) {
-	st := healthpb.HealthCheckResponse_SERVING
-	if !ok {
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	a.health.SetServingStatus("", st)
-	a.health.SetServingStatus("queued.v1.QueueService", st)
 }
 
 func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
@@ -343,9 +365,30 @@ func quietCodes(c codes.Code) logging.Level {
 	return logging.LevelError
 }
 
+// contextErrorStatus turns a bare context error from a stream handler (a
+// worker that hung up) into its status, so it is logged and counted as
+// Canceled instead of an Unknown error.
+func contextErrorStatus(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	if _, ok := status.FromError(err); !ok && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return status.FromContextError(err).Err()
+	}
+	return err
+}
+
 func recovered(l *slog.Logger) recovery.RecoveryHandlerFunc {
 	return func(p any) error {
 		l.Error("panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	}
+}
+
+// ParseCron is the service's cron parser: internal/cronspec, which wraps
+// robfig/cron's parser with queued's daylight-saving rule.
+func ParseCron(expr string, loc *time.Location) (service.ScheduleSpec, error) {
+	spec, err := cronspec.Parse(expr, loc)
+	if err != nil {
+		return nil, err
+	}
+	return spec, nil
 }

@@ -23,6 +23,7 @@ type Server struct {
 	DatabaseURL string
 	Conn        *grpc.ClientConn
 	Client      queuedv1.QueueServiceClient
+	Flows       queuedv1.FlowServiceClient
 }
 
 // Option adjusts the server's configuration.
@@ -36,6 +37,12 @@ func WithService(f func(*service.Config)) Option {
 // WithHTTP turns on the HTTP listener.
 func WithHTTP() Option {
 	return func(c *app.Config) { c.HTTPAddr = "127.0.0.1:0" }
+}
+
+// WithGRPCAddr listens on addr instead of a free port, e.g. the address of
+// a server the test killed, so clients see "the same server came back".
+func WithGRPCAddr(addr string) Option {
+	return func(c *app.Config) { c.GRPCAddr = addr }
 }
 
 // Start runs a server on a fresh database.
@@ -77,5 +84,5 @@ func StartOn(t testing.TB, dbURL string, opts ...Option) *Server {
 		t.Fatalf("dial server: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn)}
+	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn), Flows: queuedv1.NewFlowServiceClient(conn)}
 }

@@ -133,6 +133,7 @@ func leaseToProto(l *service.Lease) *queuedv1.LeasedJob {
 		Job:            jobToProto(l.Job),
 		LeaseToken:     l.Token,
 		LeaseExpiresAt: timestamp(l.ExpiresAt),
+		Children:       childrenToProto(l.Children),
 	}
 }
 

@@ -225,7 +225,7 @@ func (ls *leaseStream) settle(ctx context.Context, req *queuedv1.LeaseRequest) {
 	switch m := req.Msg.(type) {
 	case *queuedv1.LeaseRequest_Ack:
 		reply.JobId = m.Ack.GetJobId()
-		err = ls.sess.Ack(ctx, leaseRef(m.Ack.GetJobId(), m.Ack.GetLeaseToken()), m.Ack.GetResult())
+		_, err = ls.srv.ack(ctx, ls.sess, m.Ack, "ack.then")
 		reply.State = queuedv1.JobState_JOB_STATE_COMPLETED
 	case *queuedv1.LeaseRequest_Nack:
 		reply.JobId = m.Nack.GetJobId()

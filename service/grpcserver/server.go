@@ -31,9 +31,11 @@ func New(svc *service.Service, log *slog.Logger) *Server {
 	return &Server{svc: svc, log: log}
 }
 
-// Register adds the service to a gRPC server.
+// Register adds the QueueService and the FlowService to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
 	queuedv1.RegisterQueueServiceServer(g, s)
+	queuedv1.RegisterFlowServiceServer(g, &FlowServer{srv: s})
+	queuedv1.RegisterWatchServiceServer(g, &watchServer{s: s})
 }
 
 // Enqueue inserts jobs, all or none.
@@ -57,12 +59,14 @@ func (s *Server) Enqueue(ctx context.Context, req *queuedv1.EnqueueRequest) (*qu
 	return resp, nil
 }
 
-// Ack completes a leased job.
+// Ack completes a leased job, with its continuations in the same
+// transaction.
 func (s *Server) Ack(ctx context.Context, req *queuedv1.AckRequest) (*queuedv1.AckResponse, error) {
-	if err := s.svc.Ack(ctx, leaseRef(req.GetJobId(), req.GetLeaseToken()), req.GetResult()); err != nil {
+	ids, err := s.ack(ctx, s.svc, req, "then")
+	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &queuedv1.AckResponse{}, nil
+	return &queuedv1.AckResponse{ThenIds: ids}, nil
 }
 
 // Nack fails the current attempt of a leased job.

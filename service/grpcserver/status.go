@@ -20,7 +20,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	}
 	var ve *service.ValidationError
 	var tl *service.TooLargeError
+	var ce *service.CursorExpiredError
 	switch {
+	case errors.As(err, &ce):
+		return status.Error(codes.OutOfRange, ce.Error())
+	case errors.Is(err, service.ErrWatcherTooSlow):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.As(err, &ve):
 		st := status.New(codes.InvalidArgument, ve.Error())
 		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
@@ -41,6 +46,9 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, service.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, service.ErrUnavailable):
+		// Transient; the health status says so too. Not logged per call.
+		return status.Error(codes.Unavailable, "database unavailable, retry with backoff")
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

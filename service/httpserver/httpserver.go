@@ -1,5 +1,5 @@
 // Package httpserver is queued's HTTP adapter: liveness and readiness for
-// orchestrators (and, as they arrive, metrics and the dashboard).
+// orchestrators, Prometheus metrics (and, as it arrives, the dashboard).
 package httpserver
 
 import (
@@ -35,4 +35,9 @@ func Handler(ready Checker, extra ...func(*http.ServeMux)) http.Handler {
 		f(mux)
 	}
 	return mux
+}
+
+// Metrics serves h (a Prometheus exposition handler) at GET /metrics.
+func Metrics(h http.Handler) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) { mux.Handle("GET /metrics", h) }
 }

@@ -95,6 +95,66 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{0}
 }
 
+// ChildFailurePolicy says what a child that fails (or is cancelled) does to
+// its parent while the parent waits for its children.
+type ChildFailurePolicy int32
+
+const (
+	// FAIL_PARENT.
+	ChildFailurePolicy_CHILD_FAILURE_POLICY_UNSPECIFIED ChildFailurePolicy = 0
+	// The parent fails at once with the child's error; its unfinished
+	// children are cancelled.
+	ChildFailurePolicy_CHILD_FAILURE_POLICY_FAIL_PARENT ChildFailurePolicy = 1
+	// The parent still runs when all children are finished, and sees the
+	// failure among its children.
+	ChildFailurePolicy_CHILD_FAILURE_POLICY_IGNORE ChildFailurePolicy = 2
+	// The parent runs as soon as this child fails; its other children go on.
+	ChildFailurePolicy_CHILD_FAILURE_POLICY_CONTINUE ChildFailurePolicy = 3
+)
+
+// Enum value maps for ChildFailurePolicy.
+var (
+	ChildFailurePolicy_name = map[int32]string{
+		0: "CHILD_FAILURE_POLICY_UNSPECIFIED",
+		1: "CHILD_FAILURE_POLICY_FAIL_PARENT",
+		2: "CHILD_FAILURE_POLICY_IGNORE",
+		3: "CHILD_FAILURE_POLICY_CONTINUE",
+	}
+	ChildFailurePolicy_value = map[string]int32{
+		"CHILD_FAILURE_POLICY_UNSPECIFIED": 0,
+		"CHILD_FAILURE_POLICY_FAIL_PARENT": 1,
+		"CHILD_FAILURE_POLICY_IGNORE":      2,
+		"CHILD_FAILURE_POLICY_CONTINUE":    3,
+	}
+)
+
+func (x ChildFailurePolicy) Enum() *ChildFailurePolicy {
+	p := new(ChildFailurePolicy)
+	*p = x
+	return p
+}
+
+func (x ChildFailurePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChildFailurePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_proto_queued_v1_queue_proto_enumTypes[1].Descriptor()
+}
+
+func (ChildFailurePolicy) Type() protoreflect.EnumType {
+	return &file_api_proto_queued_v1_queue_proto_enumTypes[1]
+}
+
+func (x ChildFailurePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChildFailurePolicy.Descriptor instead.
+func (ChildFailurePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{1}
+}
+
 type Backoff_Kind int32
 
 const (
@@ -131,11 +191,11 @@ func (x Backoff_Kind) String() string {
 }
 
 func (Backoff_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_proto_queued_v1_queue_proto_enumTypes[1].Descriptor()
+	return file_api_proto_queued_v1_queue_proto_enumTypes[2].Descriptor()
 }
 
 func (Backoff_Kind) Type() protoreflect.EnumType {
-	return &file_api_proto_queued_v1_queue_proto_enumTypes[1]
+	return &file_api_proto_queued_v1_queue_proto_enumTypes[2]
 }
 
 func (x Backoff_Kind) Number() protoreflect.EnumNumber {
@@ -1248,8 +1308,11 @@ type LeasedJob struct {
 	Job            *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	LeaseToken     string                 `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a flow parent: its children as they were when it was leased, with
+	// their results and the errors of those that failed (see flow.proto).
+	Children      []*ChildOutcome `protobuf:"bytes,4,rep,name=children,proto3" json:"children,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeasedJob) Reset() {
@@ -1299,6 +1362,13 @@ func (x *LeasedJob) GetLeaseToken() string {
 func (x *LeasedJob) GetLeaseExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
+func (x *LeasedJob) GetChildren() []*ChildOutcome {
+	if x != nil {
+		return x.Children
 	}
 	return nil
 }
@@ -1488,10 +1558,13 @@ func (x *Ping) GetSentAt() *timestamppb.Timestamp {
 }
 
 type AckRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         int64                  `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	LeaseToken    string                 `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
-	Result        []byte                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      int64                  `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	LeaseToken string                 `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	Result     []byte                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Continuations: jobs or whole flows enqueued in the same transaction as
+	// the completion, so they exist if and only if the ack commits.
+	Then          []*FlowNode `protobuf:"bytes,4,rep,name=then,proto3" json:"then,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1547,8 +1620,17 @@ func (x *AckRequest) GetResult() []byte {
 	return nil
 }
 
+func (x *AckRequest) GetThen() []*FlowNode {
+	if x != nil {
+		return x.Then
+	}
+	return nil
+}
+
 type AckResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ids of the continuations' roots, in request order.
+	ThenIds       []int64 `protobuf:"varint,1,rep,packed,name=then_ids,json=thenIds,proto3" json:"then_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1581,6 +1663,13 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
 	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AckResponse) GetThenIds() []int64 {
+	if x != nil {
+		return x.ThenIds
+	}
+	return nil
 }
 
 type NackRequest struct {
@@ -2187,6 +2276,178 @@ func (x *CancelJobResponse) GetJob() *Job {
 	return nil
 }
 
+// FlowNode is a job and the children it waits for.
+type FlowNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Name of this child among its siblings (unique among them, 1..128
+	// bytes); the parent sees results keyed by it. Defaults to the child's
+	// index. Must be empty on a root.
+	ChildName string `protobuf:"bytes,2,opt,name=child_name,json=childName,proto3" json:"child_name,omitempty"`
+	// What this child's failure does to its parent. Must be unset on a root.
+	OnFailure ChildFailurePolicy `protobuf:"varint,3,opt,name=on_failure,json=onFailure,proto3,enum=queued.v1.ChildFailurePolicy" json:"on_failure,omitempty"`
+	// Jobs that must finish before this one runs. They may be in any queue.
+	Children []*FlowNode `protobuf:"bytes,4,rep,name=children,proto3" json:"children,omitempty"`
+	// How long this job waits for its children, from enqueue. When it
+	// passes, unfinished children are cancelled and their policies decide
+	// (fail_parent: the parent fails; ignore, continue: the parent runs).
+	ChildrenTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=children_timeout,json=childrenTimeout,proto3" json:"children_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FlowNode) Reset() {
+	*x = FlowNode{}
+	mi := &file_api_proto_queued_v1_queue_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowNode) ProtoMessage() {}
+
+func (x *FlowNode) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_queued_v1_queue_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowNode.ProtoReflect.Descriptor instead.
+func (*FlowNode) Descriptor() ([]byte, []int) {
+	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *FlowNode) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *FlowNode) GetChildName() string {
+	if x != nil {
+		return x.ChildName
+	}
+	return ""
+}
+
+func (x *FlowNode) GetOnFailure() ChildFailurePolicy {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ChildFailurePolicy_CHILD_FAILURE_POLICY_UNSPECIFIED
+}
+
+func (x *FlowNode) GetChildren() []*FlowNode {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+func (x *FlowNode) GetChildrenTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ChildrenTimeout
+	}
+	return nil
+}
+
+// ChildOutcome is a child of a flow parent as its parent sees it.
+type ChildOutcome struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	JobId     int64                  `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	ChildName string                 `protobuf:"bytes,2,opt,name=child_name,json=childName,proto3" json:"child_name,omitempty"`
+	State     JobState               `protobuf:"varint,3,opt,name=state,proto3,enum=queued.v1.JobState" json:"state,omitempty"`
+	// The child's result when it completed.
+	Result []byte `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// The last error of a child that failed or was cancelled.
+	Error         string             `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	OnFailure     ChildFailurePolicy `protobuf:"varint,6,opt,name=on_failure,json=onFailure,proto3,enum=queued.v1.ChildFailurePolicy" json:"on_failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChildOutcome) Reset() {
+	*x = ChildOutcome{}
+	mi := &file_api_proto_queued_v1_queue_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChildOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChildOutcome) ProtoMessage() {}
+
+func (x *ChildOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_queued_v1_queue_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChildOutcome.ProtoReflect.Descriptor instead.
+func (*ChildOutcome) Descriptor() ([]byte, []int) {
+	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ChildOutcome) GetJobId() int64 {
+	if x != nil {
+		return x.JobId
+	}
+	return 0
+}
+
+func (x *ChildOutcome) GetChildName() string {
+	if x != nil {
+		return x.ChildName
+	}
+	return ""
+}
+
+func (x *ChildOutcome) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *ChildOutcome) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ChildOutcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ChildOutcome) GetOnFailure() ChildFailurePolicy {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ChildFailurePolicy_CHILD_FAILURE_POLICY_UNSPECIFIED
+}
+
 var File_api_proto_queued_v1_queue_proto protoreflect.FileDescriptor
 
 const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
@@ -2288,12 +2549,13 @@ const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12@\n" +
 	"\x0elease_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12>\n" +
-	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fpingInterval\"\x94\x01\n" +
+	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\fpingInterval\"\xc9\x01\n" +
 	"\tLeasedJob\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.queued.v1.JobR\x03job\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12D\n" +
-	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"\xcf\x01\n" +
+	"\x10lease_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x123\n" +
+	"\bchildren\x18\x04 \x03(\v2\x17.queued.v1.ChildOutcomeR\bchildren\"\xcf\x01\n" +
 	"\x05Reply\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\x04R\x03ref\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\x03R\x05jobId\x12\x12\n" +
@@ -2305,14 +2567,16 @@ const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\x04Ping\x123\n" +
-	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\\\n" +
+	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x85\x01\n" +
 	"\n" +
 	"AckRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
 	"leaseToken\x12\x16\n" +
-	"\x06result\x18\x03 \x01(\fR\x06result\"\r\n" +
-	"\vAckResponse\"\xbc\x01\n" +
+	"\x06result\x18\x03 \x01(\fR\x06result\x12'\n" +
+	"\x04then\x18\x04 \x03(\v2\x13.queued.v1.FlowNodeR\x04then\"(\n" +
+	"\vAckResponse\x12\x19\n" +
+	"\bthen_ids\x18\x01 \x03(\x03R\athenIds\"\xbc\x01\n" +
 	"\vNackRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -2350,7 +2614,24 @@ const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"5\n" +
 	"\x11CancelJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.queued.v1.JobR\x03job*\xd6\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.queued.v1.JobR\x03job\"\x84\x02\n" +
+	"\bFlowNode\x12$\n" +
+	"\x03job\x18\x01 \x01(\v2\x12.queued.v1.JobSpecR\x03job\x12\x1d\n" +
+	"\n" +
+	"child_name\x18\x02 \x01(\tR\tchildName\x12<\n" +
+	"\n" +
+	"on_failure\x18\x03 \x01(\x0e2\x1d.queued.v1.ChildFailurePolicyR\tonFailure\x12/\n" +
+	"\bchildren\x18\x04 \x03(\v2\x13.queued.v1.FlowNodeR\bchildren\x12D\n" +
+	"\x10children_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0fchildrenTimeout\"\xdb\x01\n" +
+	"\fChildOutcome\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x1d\n" +
+	"\n" +
+	"child_name\x18\x02 \x01(\tR\tchildName\x12)\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x13.queued.v1.JobStateR\x05state\x12\x16\n" +
+	"\x06result\x18\x04 \x01(\fR\x06result\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12<\n" +
+	"\n" +
+	"on_failure\x18\x06 \x01(\x0e2\x1d.queued.v1.ChildFailurePolicyR\tonFailure*\xd6\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13JOB_STATE_SCHEDULED\x10\x01\x12\x17\n" +
@@ -2359,7 +2640,12 @@ const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
 	"\x1aJOB_STATE_WAITING_CHILDREN\x10\x04\x12\x17\n" +
 	"\x13JOB_STATE_COMPLETED\x10\x05\x12\x14\n" +
 	"\x10JOB_STATE_FAILED\x10\x06\x12\x17\n" +
-	"\x13JOB_STATE_CANCELLED\x10\a2\xde\x04\n" +
+	"\x13JOB_STATE_CANCELLED\x10\a*\xa4\x01\n" +
+	"\x12ChildFailurePolicy\x12$\n" +
+	" CHILD_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12$\n" +
+	" CHILD_FAILURE_POLICY_FAIL_PARENT\x10\x01\x12\x1f\n" +
+	"\x1bCHILD_FAILURE_POLICY_IGNORE\x10\x02\x12!\n" +
+	"\x1dCHILD_FAILURE_POLICY_CONTINUE\x10\x032\xde\x04\n" +
 	"\fQueueService\x12@\n" +
 	"\aEnqueue\x12\x19.queued.v1.EnqueueRequest\x1a\x1a.queued.v1.EnqueueResponse\x12>\n" +
 	"\x05Lease\x12\x17.queued.v1.LeaseRequest\x1a\x18.queued.v1.LeaseResponse(\x010\x01\x124\n" +
@@ -2383,117 +2669,128 @@ func file_api_proto_queued_v1_queue_proto_rawDescGZIP() []byte {
 	return file_api_proto_queued_v1_queue_proto_rawDescData
 }
 
-var file_api_proto_queued_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_proto_queued_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_api_proto_queued_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_proto_queued_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_api_proto_queued_v1_queue_proto_goTypes = []any{
 	(JobState)(0),                  // 0: queued.v1.JobState
-	(Backoff_Kind)(0),              // 1: queued.v1.Backoff.Kind
-	(*Backoff)(nil),                // 2: queued.v1.Backoff
-	(*JobSpec)(nil),                // 3: queued.v1.JobSpec
-	(*AttemptError)(nil),           // 4: queued.v1.AttemptError
-	(*Job)(nil),                    // 5: queued.v1.Job
-	(*EnqueueRequest)(nil),         // 6: queued.v1.EnqueueRequest
-	(*EnqueuedJob)(nil),            // 7: queued.v1.EnqueuedJob
-	(*EnqueueResponse)(nil),        // 8: queued.v1.EnqueueResponse
-	(*LeaseRequest)(nil),           // 9: queued.v1.LeaseRequest
-	(*LeaseOpen)(nil),              // 10: queued.v1.LeaseOpen
-	(*SetWindow)(nil),              // 11: queued.v1.SetWindow
-	(*LeaseResponse)(nil),          // 12: queued.v1.LeaseResponse
-	(*LeaseOpened)(nil),            // 13: queued.v1.LeaseOpened
-	(*LeasedJob)(nil),              // 14: queued.v1.LeasedJob
-	(*Reply)(nil),                  // 15: queued.v1.Reply
-	(*JobCancelled)(nil),           // 16: queued.v1.JobCancelled
-	(*Ping)(nil),                   // 17: queued.v1.Ping
-	(*AckRequest)(nil),             // 18: queued.v1.AckRequest
-	(*AckResponse)(nil),            // 19: queued.v1.AckResponse
-	(*NackRequest)(nil),            // 20: queued.v1.NackRequest
-	(*NackResponse)(nil),           // 21: queued.v1.NackResponse
-	(*ExtendRequest)(nil),          // 22: queued.v1.ExtendRequest
-	(*ExtendResponse)(nil),         // 23: queued.v1.ExtendResponse
-	(*ReleaseRequest)(nil),         // 24: queued.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),        // 25: queued.v1.ReleaseResponse
-	(*UpdateProgressRequest)(nil),  // 26: queued.v1.UpdateProgressRequest
-	(*UpdateProgressResponse)(nil), // 27: queued.v1.UpdateProgressResponse
-	(*GetJobRequest)(nil),          // 28: queued.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 29: queued.v1.GetJobResponse
-	(*CancelJobRequest)(nil),       // 30: queued.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 31: queued.v1.CancelJobResponse
-	nil,                            // 32: queued.v1.JobSpec.MetadataEntry
-	nil,                            // 33: queued.v1.Job.MetadataEntry
-	(*durationpb.Duration)(nil),    // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
+	(ChildFailurePolicy)(0),        // 1: queued.v1.ChildFailurePolicy
+	(Backoff_Kind)(0),              // 2: queued.v1.Backoff.Kind
+	(*Backoff)(nil),                // 3: queued.v1.Backoff
+	(*JobSpec)(nil),                // 4: queued.v1.JobSpec
+	(*AttemptError)(nil),           // 5: queued.v1.AttemptError
+	(*Job)(nil),                    // 6: queued.v1.Job
+	(*EnqueueRequest)(nil),         // 7: queued.v1.EnqueueRequest
+	(*EnqueuedJob)(nil),            // 8: queued.v1.EnqueuedJob
+	(*EnqueueResponse)(nil),        // 9: queued.v1.EnqueueResponse
+	(*LeaseRequest)(nil),           // 10: queued.v1.LeaseRequest
+	(*LeaseOpen)(nil),              // 11: queued.v1.LeaseOpen
+	(*SetWindow)(nil),              // 12: queued.v1.SetWindow
+	(*LeaseResponse)(nil),          // 13: queued.v1.LeaseResponse
+	(*LeaseOpened)(nil),            // 14: queued.v1.LeaseOpened
+	(*LeasedJob)(nil),              // 15: queued.v1.LeasedJob
+	(*Reply)(nil),                  // 16: queued.v1.Reply
+	(*JobCancelled)(nil),           // 17: queued.v1.JobCancelled
+	(*Ping)(nil),                   // 18: queued.v1.Ping
+	(*AckRequest)(nil),             // 19: queued.v1.AckRequest
+	(*AckResponse)(nil),            // 20: queued.v1.AckResponse
+	(*NackRequest)(nil),            // 21: queued.v1.NackRequest
+	(*NackResponse)(nil),           // 22: queued.v1.NackResponse
+	(*ExtendRequest)(nil),          // 23: queued.v1.ExtendRequest
+	(*ExtendResponse)(nil),         // 24: queued.v1.ExtendResponse
+	(*ReleaseRequest)(nil),         // 25: queued.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),        // 26: queued.v1.ReleaseResponse
+	(*UpdateProgressRequest)(nil),  // 27: queued.v1.UpdateProgressRequest
+	(*UpdateProgressResponse)(nil), // 28: queued.v1.UpdateProgressResponse
+	(*GetJobRequest)(nil),          // 29: queued.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 30: queued.v1.GetJobResponse
+	(*CancelJobRequest)(nil),       // 31: queued.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 32: queued.v1.CancelJobResponse
+	(*FlowNode)(nil),               // 33: queued.v1.FlowNode
+	(*ChildOutcome)(nil),           // 34: queued.v1.ChildOutcome
+	nil,                            // 35: queued.v1.JobSpec.MetadataEntry
+	nil,                            // 36: queued.v1.Job.MetadataEntry
+	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
 }
 var file_api_proto_queued_v1_queue_proto_depIdxs = []int32{
-	1,  // 0: queued.v1.Backoff.kind:type_name -> queued.v1.Backoff.Kind
-	34, // 1: queued.v1.Backoff.base:type_name -> google.protobuf.Duration
-	34, // 2: queued.v1.Backoff.max:type_name -> google.protobuf.Duration
-	32, // 3: queued.v1.JobSpec.metadata:type_name -> queued.v1.JobSpec.MetadataEntry
-	35, // 4: queued.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	34, // 5: queued.v1.JobSpec.delay:type_name -> google.protobuf.Duration
-	2,  // 6: queued.v1.JobSpec.backoff:type_name -> queued.v1.Backoff
-	35, // 7: queued.v1.AttemptError.at:type_name -> google.protobuf.Timestamp
-	33, // 8: queued.v1.Job.metadata:type_name -> queued.v1.Job.MetadataEntry
+	2,  // 0: queued.v1.Backoff.kind:type_name -> queued.v1.Backoff.Kind
+	37, // 1: queued.v1.Backoff.base:type_name -> google.protobuf.Duration
+	37, // 2: queued.v1.Backoff.max:type_name -> google.protobuf.Duration
+	35, // 3: queued.v1.JobSpec.metadata:type_name -> queued.v1.JobSpec.MetadataEntry
+	38, // 4: queued.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	37, // 5: queued.v1.JobSpec.delay:type_name -> google.protobuf.Duration
+	3,  // 6: queued.v1.JobSpec.backoff:type_name -> queued.v1.Backoff
+	38, // 7: queued.v1.AttemptError.at:type_name -> google.protobuf.Timestamp
+	36, // 8: queued.v1.Job.metadata:type_name -> queued.v1.Job.MetadataEntry
 	0,  // 9: queued.v1.Job.state:type_name -> queued.v1.JobState
-	2,  // 10: queued.v1.Job.backoff:type_name -> queued.v1.Backoff
-	35, // 11: queued.v1.Job.run_at:type_name -> google.protobuf.Timestamp
-	35, // 12: queued.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	35, // 13: queued.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	35, // 14: queued.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 15: queued.v1.Job.errors:type_name -> queued.v1.AttemptError
-	35, // 16: queued.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 17: queued.v1.EnqueueRequest.jobs:type_name -> queued.v1.JobSpec
+	3,  // 10: queued.v1.Job.backoff:type_name -> queued.v1.Backoff
+	38, // 11: queued.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	38, // 12: queued.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	38, // 13: queued.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	38, // 14: queued.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	5,  // 15: queued.v1.Job.errors:type_name -> queued.v1.AttemptError
+	38, // 16: queued.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 17: queued.v1.EnqueueRequest.jobs:type_name -> queued.v1.JobSpec
 	0,  // 18: queued.v1.EnqueuedJob.state:type_name -> queued.v1.JobState
-	7,  // 19: queued.v1.EnqueueResponse.jobs:type_name -> queued.v1.EnqueuedJob
-	10, // 20: queued.v1.LeaseRequest.open:type_name -> queued.v1.LeaseOpen
-	18, // 21: queued.v1.LeaseRequest.ack:type_name -> queued.v1.AckRequest
-	20, // 22: queued.v1.LeaseRequest.nack:type_name -> queued.v1.NackRequest
-	22, // 23: queued.v1.LeaseRequest.extend:type_name -> queued.v1.ExtendRequest
-	24, // 24: queued.v1.LeaseRequest.release:type_name -> queued.v1.ReleaseRequest
-	11, // 25: queued.v1.LeaseRequest.set_window:type_name -> queued.v1.SetWindow
-	26, // 26: queued.v1.LeaseRequest.progress:type_name -> queued.v1.UpdateProgressRequest
-	34, // 27: queued.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
-	13, // 28: queued.v1.LeaseResponse.opened:type_name -> queued.v1.LeaseOpened
-	14, // 29: queued.v1.LeaseResponse.job:type_name -> queued.v1.LeasedJob
-	15, // 30: queued.v1.LeaseResponse.reply:type_name -> queued.v1.Reply
-	16, // 31: queued.v1.LeaseResponse.cancelled:type_name -> queued.v1.JobCancelled
-	17, // 32: queued.v1.LeaseResponse.ping:type_name -> queued.v1.Ping
-	34, // 33: queued.v1.LeaseOpened.lease_duration:type_name -> google.protobuf.Duration
-	34, // 34: queued.v1.LeaseOpened.ping_interval:type_name -> google.protobuf.Duration
-	5,  // 35: queued.v1.LeasedJob.job:type_name -> queued.v1.Job
-	35, // 36: queued.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
-	35, // 37: queued.v1.Reply.lease_expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 38: queued.v1.Reply.state:type_name -> queued.v1.JobState
-	35, // 39: queued.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	34, // 40: queued.v1.NackRequest.retry_delay:type_name -> google.protobuf.Duration
-	0,  // 41: queued.v1.NackResponse.state:type_name -> queued.v1.JobState
-	35, // 42: queued.v1.NackResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	34, // 43: queued.v1.ExtendRequest.lease_duration:type_name -> google.protobuf.Duration
-	35, // 44: queued.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 45: queued.v1.GetJobResponse.job:type_name -> queued.v1.Job
-	5,  // 46: queued.v1.CancelJobResponse.job:type_name -> queued.v1.Job
-	6,  // 47: queued.v1.QueueService.Enqueue:input_type -> queued.v1.EnqueueRequest
-	9,  // 48: queued.v1.QueueService.Lease:input_type -> queued.v1.LeaseRequest
-	18, // 49: queued.v1.QueueService.Ack:input_type -> queued.v1.AckRequest
-	20, // 50: queued.v1.QueueService.Nack:input_type -> queued.v1.NackRequest
-	22, // 51: queued.v1.QueueService.Extend:input_type -> queued.v1.ExtendRequest
-	24, // 52: queued.v1.QueueService.Release:input_type -> queued.v1.ReleaseRequest
-	26, // 53: queued.v1.QueueService.UpdateProgress:input_type -> queued.v1.UpdateProgressRequest
-	28, // 54: queued.v1.QueueService.GetJob:input_type -> queued.v1.GetJobRequest
-	30, // 55: queued.v1.QueueService.CancelJob:input_type -> queued.v1.CancelJobRequest
-	8,  // 56: queued.v1.QueueService.Enqueue:output_type -> queued.v1.EnqueueResponse
-	12, // 57: queued.v1.QueueService.Lease:output_type -> queued.v1.LeaseResponse
-	19, // 58: queued.v1.QueueService.Ack:output_type -> queued.v1.AckResponse
-	21, // 59: queued.v1.QueueService.Nack:output_type -> queued.v1.NackResponse
-	23, // 60: queued.v1.QueueService.Extend:output_type -> queued.v1.ExtendResponse
-	25, // 61: queued.v1.QueueService.Release:output_type -> queued.v1.ReleaseResponse
-	27, // 62: queued.v1.QueueService.UpdateProgress:output_type -> queued.v1.UpdateProgressResponse
-	29, // 63: queued.v1.QueueService.GetJob:output_type -> queued.v1.GetJobResponse
-	31, // 64: queued.v1.QueueService.CancelJob:output_type -> queued.v1.CancelJobResponse
-	56, // [56:65] is the sub-list for method output_type
-	47, // [47:56] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	8,  // 19: queued.v1.EnqueueResponse.jobs:type_name -> queued.v1.EnqueuedJob
+	11, // 20: queued.v1.LeaseRequest.open:type_name -> queued.v1.LeaseOpen
+	19, // 21: queued.v1.LeaseRequest.ack:type_name -> queued.v1.AckRequest
+	21, // 22: queued.v1.LeaseRequest.nack:type_name -> queued.v1.NackRequest
+	23, // 23: queued.v1.LeaseRequest.extend:type_name -> queued.v1.ExtendRequest
+	25, // 24: queued.v1.LeaseRequest.release:type_name -> queued.v1.ReleaseRequest
+	12, // 25: queued.v1.LeaseRequest.set_window:type_name -> queued.v1.SetWindow
+	27, // 26: queued.v1.LeaseRequest.progress:type_name -> queued.v1.UpdateProgressRequest
+	37, // 27: queued.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
+	14, // 28: queued.v1.LeaseResponse.opened:type_name -> queued.v1.LeaseOpened
+	15, // 29: queued.v1.LeaseResponse.job:type_name -> queued.v1.LeasedJob
+	16, // 30: queued.v1.LeaseResponse.reply:type_name -> queued.v1.Reply
+	17, // 31: queued.v1.LeaseResponse.cancelled:type_name -> queued.v1.JobCancelled
+	18, // 32: queued.v1.LeaseResponse.ping:type_name -> queued.v1.Ping
+	37, // 33: queued.v1.LeaseOpened.lease_duration:type_name -> google.protobuf.Duration
+	37, // 34: queued.v1.LeaseOpened.ping_interval:type_name -> google.protobuf.Duration
+	6,  // 35: queued.v1.LeasedJob.job:type_name -> queued.v1.Job
+	38, // 36: queued.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
+	34, // 37: queued.v1.LeasedJob.children:type_name -> queued.v1.ChildOutcome
+	38, // 38: queued.v1.Reply.lease_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 39: queued.v1.Reply.state:type_name -> queued.v1.JobState
+	38, // 40: queued.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	33, // 41: queued.v1.AckRequest.then:type_name -> queued.v1.FlowNode
+	37, // 42: queued.v1.NackRequest.retry_delay:type_name -> google.protobuf.Duration
+	0,  // 43: queued.v1.NackResponse.state:type_name -> queued.v1.JobState
+	38, // 44: queued.v1.NackResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	37, // 45: queued.v1.ExtendRequest.lease_duration:type_name -> google.protobuf.Duration
+	38, // 46: queued.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 47: queued.v1.GetJobResponse.job:type_name -> queued.v1.Job
+	6,  // 48: queued.v1.CancelJobResponse.job:type_name -> queued.v1.Job
+	4,  // 49: queued.v1.FlowNode.job:type_name -> queued.v1.JobSpec
+	1,  // 50: queued.v1.FlowNode.on_failure:type_name -> queued.v1.ChildFailurePolicy
+	33, // 51: queued.v1.FlowNode.children:type_name -> queued.v1.FlowNode
+	37, // 52: queued.v1.FlowNode.children_timeout:type_name -> google.protobuf.Duration
+	0,  // 53: queued.v1.ChildOutcome.state:type_name -> queued.v1.JobState
+	1,  // 54: queued.v1.ChildOutcome.on_failure:type_name -> queued.v1.ChildFailurePolicy
+	7,  // 55: queued.v1.QueueService.Enqueue:input_type -> queued.v1.EnqueueRequest
+	10, // 56: queued.v1.QueueService.Lease:input_type -> queued.v1.LeaseRequest
+	19, // 57: queued.v1.QueueService.Ack:input_type -> queued.v1.AckRequest
+	21, // 58: queued.v1.QueueService.Nack:input_type -> queued.v1.NackRequest
+	23, // 59: queued.v1.QueueService.Extend:input_type -> queued.v1.ExtendRequest
+	25, // 60: queued.v1.QueueService.Release:input_type -> queued.v1.ReleaseRequest
+	27, // 61: queued.v1.QueueService.UpdateProgress:input_type -> queued.v1.UpdateProgressRequest
+	29, // 62: queued.v1.QueueService.GetJob:input_type -> queued.v1.GetJobRequest
+	31, // 63: queued.v1.QueueService.CancelJob:input_type -> queued.v1.CancelJobRequest
+	9,  // 64: queued.v1.QueueService.Enqueue:output_type -> queued.v1.EnqueueResponse
+	13, // 65: queued.v1.QueueService.Lease:output_type -> queued.v1.LeaseResponse
+	20, // 66: queued.v1.QueueService.Ack:output_type -> queued.v1.AckResponse
+	22, // 67: queued.v1.QueueService.Nack:output_type -> queued.v1.NackResponse
+	24, // 68: queued.v1.QueueService.Extend:output_type -> queued.v1.ExtendResponse
+	26, // 69: queued.v1.QueueService.Release:output_type -> queued.v1.ReleaseResponse
+	28, // 70: queued.v1.QueueService.UpdateProgress:output_type -> queued.v1.UpdateProgressResponse
+	30, // 71: queued.v1.QueueService.GetJob:output_type -> queued.v1.GetJobResponse
+	32, // 72: queued.v1.QueueService.CancelJob:output_type -> queued.v1.CancelJobResponse
+	64, // [64:73] is the sub-list for method output_type
+	55, // [55:64] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_queued_v1_queue_proto_init() }
@@ -2522,8 +2819,8 @@ func file_api_proto_queued_v1_queue_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_queued_v1_queue_proto_rawDesc), len(file_api_proto_queued_v1_queue_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   32,
+			NumEnums:      3,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
