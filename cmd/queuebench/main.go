@@ -203,8 +203,8 @@ func header(ctx context.Context, e *env, w io.Writer) {
 	var version, syncCommit, fsync, sharedBuffers string
 	_ = e.pool.QueryRow(ctx, `SELECT version(), current_setting('synchronous_commit'), current_setting('fsync'), current_setting('shared_buffers')`).
 		Scan(&version, &syncCommit, &fsync, &sharedBuffers)
-	fmt.Fprintf(w, "queuebench: %d CPUs, %s\n  synchronous_commit=%s fsync=%s shared_buffers=%s\n  server %s (pid %d), postmaster pid %d, load %.2f\n",
-		runtime.NumCPU(), version, syncCommit, fsync, sharedBuffers, e.addr, e.cpu.queued, e.cpu.postmaster, loadAvg())
+	fmt.Fprintf(w, "queuebench: %d CPUs, %s\n  synchronous_commit=%s fsync=%s shared_buffers=%s\n  server %s (pid %d, idle RSS %.0f MB), postmaster pid %d, load %.2f\n",
+		runtime.NumCPU(), version, syncCommit, fsync, sharedBuffers, e.addr, e.cpu.queued, rssMB(e.cpu.queued), e.cpu.postmaster, loadAvg())
 }
 
 // topStatements prints where PostgreSQL spent its time over the whole run.
