@@ -164,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
 			a.metrics.UnaryInterceptor(),
-			logging.UnaryServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes)),
+			skipQuietCalls(a.log, logging.UnaryServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes))),
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.ChainStreamInterceptor(
