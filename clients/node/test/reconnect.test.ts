@@ -30,9 +30,7 @@ async function startProxy(target: string): Promise<{ address: string; cut(): voi
 test('the worker reconnects after the connection breaks; the job it was running runs again', async (t) => {
   const name = queueName('reconnect');
   const proxy = await startProxy(connection().address!);
-  t.after(() => proxy.close());
   const queue = new Queue(name, { connection: connection() });
-  t.after(() => queue.close());
 
   const started = deferred();
   const release = deferred();
@@ -43,7 +41,12 @@ test('the worker reconnects after the connection breaks; the job it was running 
     }
     return `${j.name} done on attempt ${j.attemptsMade}`;
   }, { connection: { address: proxy.address }, concurrency: 2, reconnectMin: 50, reconnectMax: 200 });
-  t.after(() => worker.close());
+  t.after(async () => {
+    // The worker first: it may still be waiting for an ack's reply through the proxy.
+    await worker.close();
+    await queue.close();
+    await proxy.close();
+  });
   const errors: Error[] = [];
   worker.on('error', (err: Error) => errors.push(err));
   let readies = 0;
