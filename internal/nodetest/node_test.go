@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,8 +24,13 @@ func TestNodeClient(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: install Node.js 20 or newer with npm (e.g. apt-get install nodejs npm) to run the TypeScript SDK's tests", tool)
+			t.Fatalf("%s not found: install Node.js 20 or newer with npm (from nodejs.org or NodeSource; Debian 12's nodejs package is too old) to run the TypeScript SDK's tests", tool)
 		}
+	}
+	if out, err := exec.Command("node", "--version").Output(); err != nil {
+		t.Fatalf("node --version: %v", err)
+	} else if major := nodeMajor(string(out)); major < 20 {
+		t.Fatalf("node %s is too old: the TypeScript SDK needs Node.js 20 or newer (Debian 12's nodejs package is 18; install from nodejs.org or NodeSource)", strings.TrimSpace(string(out)))
 	}
 	dir, err := filepath.Abs(filepath.Join("..", "..", "clients", "node"))
 	if err != nil {
@@ -57,6 +64,17 @@ func nodeModulesStale(dir string) (bool, string) {
 		return true, "package-lock.json is newer than node_modules"
 	}
 	return false, ""
+}
+
+// nodeMajor reads the major version from `node --version` output ("v20.11.1").
+func nodeMajor(version string) int {
+	v := strings.TrimPrefix(strings.TrimSpace(version), "v")
+	major, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func run(ctx context.Context, t *testing.T, dir string, env []string, name string, args ...string) []byte {

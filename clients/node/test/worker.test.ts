@@ -126,10 +126,10 @@ test('leases of long jobs are renewed', async (t) => {
   const queue = new Queue(name, { connection: connection() });
   t.after(() => queue.close());
   const worker = new Worker(name, async (j) => {
-    await sleep(2500); // five times the lease
+    await sleep(3500); // more than twice the lease
     if (j.signal.aborted) throw new Error('lost the lease');
     return 'survived';
-  }, { connection: connection(), lockDuration: 500 });
+  }, { connection: connection(), lockDuration: 1500 });
   t.after(() => worker.close());
   const job = await queue.add('slow', {}, { attempts: 1 });
   assert.equal(await job.waitUntilFinished(15_000), 'survived');
