@@ -182,6 +182,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	)
 	grpcserver.New(a.svc, a.log).Register(a.grpc)
 	grpcserver.NewScheduleServer(a.svc, a.log).Register(a.grpc)
+	grpcserver.NewAdminServer(a.svc, a.log).Register(a.grpc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
