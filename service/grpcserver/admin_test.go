@@ -16,21 +16,25 @@ import (
 	"github.com/queued-dev/queued/internal/queuedtest"
 )
 
-// failJob leases the next job of queue, nacks it non-retryably, and waits
-// until the queue has no running job.
+// failJob leases the next job of queue and nacks it non-retryably. It
+// closes the worker's window before the nack, on the same stream, so the
+// freed slot leases nothing else and the queue's other jobs stay put.
 func failJob(t *testing.T, s *queuedtest.Server, queue, msg string) *queuedv1.LeasedJob {
 	t.Helper()
 	w := openWorker(t, s.Client, &queuedv1.LeaseOpen{Queues: []string{queue}, Window: 1})
 	j := w.next(10 * time.Second)
-	if _, err := s.Client.Nack(context.Background(), &queuedv1.NackRequest{JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, NonRetryable: true}); err != nil {
-		t.Fatalf("Nack() = %v", err)
+	w.send(&queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_SetWindow{SetWindow: &queuedv1.SetWindow{Window: 0}}})
+	w.send(&queuedv1.LeaseRequest{Ref: 1, Msg: &queuedv1.LeaseRequest_Nack{Nack: &queuedv1.NackRequest{
+		JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, NonRetryable: true}}})
+	select {
+	case ev := <-w.events:
+		if r := ev.GetReply(); r.GetRef() != 1 || r.GetCode() != 0 || r.GetState() != queuedv1.JobState_JOB_STATE_FAILED {
+			t.Fatalf("reply to the nack = %v, want OK and failed", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no reply to the nack")
 	}
-	// The freed slot may have leased the queue's next job; it goes back
-	// when the stream ends.
 	w.cancel()
-	eventually(t, 10*time.Second, "the worker's other leases to go back", func() bool {
-		return countRows(t, s, fmt.Sprintf("queue = '%s' AND state = 'running'", queue)) == 0
-	})
 	return j
 }
 

@@ -121,11 +121,27 @@ func failNext(t *testing.T, s *queuedtest.Server, queue, msg string) int64 {
 			t.Fatalf("wait for a job: %v", err)
 		}
 		if j := m.GetJob(); j != nil {
-			if _, err := s.Client.Nack(ctx, &queuedv1.NackRequest{JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, NonRetryable: true}); err != nil {
-				t.Fatalf("Nack() = %v", err)
+			// Close the window first, on the same stream, so the freed slot
+			// leases none of the jobs the test enqueues next.
+			if err := stream.Send(&queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_SetWindow{SetWindow: &queuedv1.SetWindow{Window: 0}}}); err != nil {
+				t.Fatalf("set window: %v", err)
 			}
-			// Hang up with window 0 first, so the freed slot leases nothing.
-			return j.GetJob().GetId()
+			if err := stream.Send(&queuedv1.LeaseRequest{Ref: 1, Msg: &queuedv1.LeaseRequest_Nack{Nack: &queuedv1.NackRequest{
+				JobId: j.GetJob().GetId(), LeaseToken: j.GetLeaseToken(), Error: msg, NonRetryable: true}}}); err != nil {
+				t.Fatalf("nack: %v", err)
+			}
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("wait for the nack's reply: %v", err)
+				}
+				if r := m.GetReply(); r != nil {
+					if r.GetCode() != 0 {
+						t.Fatalf("nack refused: %v", r)
+					}
+					return j.GetJob().GetId()
+				}
+			}
 		}
 	}
 }
