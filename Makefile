@@ -5,7 +5,7 @@ GO ?= go
 PROTO_DIR := api/proto/queued/v1
 PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
 
-.PHONY: run test generate check-generated bench build lint
+.PHONY: run test generate check-generated bench bench-full build lint
 
 ## run: start queued (with a private PostgreSQL under ./.queued unless QUEUED_DATABASE_URL is set)
 run:
@@ -34,6 +34,10 @@ check-generated: generate
 	@git diff --exit-code -- $(PROTO_DIR) || (echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 	@test -z "$$(git status --porcelain -- $(PROTO_DIR))" || (echo "generated files are not committed" >&2; git status --porcelain -- $(PROTO_DIR); exit 1)
 
-## bench: run the benchmark suite (short version)
+## bench: run the benchmark suite, short version (a few minutes; docs/benchmarks.md)
 bench:
-	$(GO) run ./cmd/queuebench
+	$(GO) run ./cmd/queuebench $(BENCHFLAGS)
+
+## bench-full: the benchmark suite at BENCHMARKS.md's sizes (about 30 minutes)
+bench-full:
+	$(GO) run ./cmd/queuebench -full $(BENCHFLAGS)

@@ -27,6 +27,24 @@ type dispatcher struct {
 	next     int    // round-robin start
 	dry      bool   // the last claim came back short
 	gen      uint64 // bumped by every availability signal
+	hint     int    // slots the next claim asks for at most (see nextClaimHint)
+}
+
+// claimHintMin is the smallest claim the dispatcher sizes down to.
+const claimHintMin = 16
+
+// nextClaimHint sizes the next claim from the last one. Every slot a claim
+// asks for is a lease owner and an expiry sent to PostgreSQL, so asking for
+// all free slots (hundreds with a few large windows) when one job is
+// waiting costs both sides far more than the job. A claim that came back
+// full doubles the next one, so a backlog reaches ClaimBatchMax in a few
+// claims (and a full claim that asked for few, because few slots were free,
+// does not shrink it); a short claim sizes the next to twice what it got.
+func nextClaimHint(prev, asked, got, limit int) int {
+	if got >= asked {
+		return min(max(prev, 2*asked, claimHintMin), limit)
+	}
+	return min(max(2*got, claimHintMin), limit)
 }
 
 // attach registers ss with the dispatcher for its queue set, creating the
@@ -42,7 +60,7 @@ func (s *Service) attach(ss *Session) error {
 			return ErrClosed
 		}
 		ctx, stop := context.WithCancel(s.runCtx)
-		d = &dispatcher{svc: s, key: key, queues: ss.queues, wake: make(chan struct{}, 1), stop: stop}
+		d = &dispatcher{svc: s, key: key, queues: ss.queues, wake: make(chan struct{}, 1), stop: stop, hint: claimHintMin}
 		s.dispatchers[key] = d
 		go d.run(ctx)
 	}
@@ -167,23 +185,25 @@ func (d *dispatcher) dispatch(ctx context.Context) {
 			}
 			return
 		}
+		d.mu.Lock()
+		d.hint = nextClaimHint(d.hint, len(slots), n, d.svc.cfg.ClaimBatchMax)
 		if n < len(slots) {
-			d.mu.Lock()
 			if d.gen == gen {
 				d.dry = true
 			}
 			d.mu.Unlock()
 			return
 		}
+		d.mu.Unlock()
 	}
 }
 
-// reserve takes every free slot of every session, interleaved round-robin so
-// that a short claim is shared fairly, up to ClaimBatchMax slots.
+// reserve takes the free slots of every session, interleaved round-robin so
+// that a short claim is shared fairly, up to the claim hint.
 func (d *dispatcher) reserve() ([]*Session, uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	limit := d.svc.cfg.ClaimBatchMax
+	limit := min(d.hint, d.svc.cfg.ClaimBatchMax)
 	var slots []*Session
 	n := len(d.sessions)
 	select {

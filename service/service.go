@@ -38,6 +38,7 @@ type Service struct {
 	ready         chan struct{}
 	draining      chan struct{}
 	drainOnce     sync.Once
+	crashed       atomic.Bool
 }
 
 // New returns a service over store. Call Run to start its background work.
@@ -100,6 +101,12 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Drain() {
 	s.drainOnce.Do(func() { close(s.draining) })
 }
+
+// Crash makes the service stop the way a killed process does: streams
+// that end from now on hand nothing back, so their jobs stay leased until
+// the leases expire and a sweeper (on any replica) takes them back. Crash
+// tests use it to check that this, and only this, recovers the jobs.
+func (s *Service) Crash() { s.crashed.Store(true) }
 
 // Draining is closed when Drain was called.
 func (s *Service) Draining() <-chan struct{} { return s.draining }
@@ -405,7 +412,7 @@ func (s *Service) CancelJob(ctx context.Context, id int64, reason string) (Job, 
 		return Job{}, err
 	}
 	if prev == StateRunning {
-		s.onCancelled(id, reason)
+		s.onCancelled(id, reason, false)
 	}
 	return job, nil
 }
@@ -433,7 +440,7 @@ func (s *Service) onNotification(n Notification) {
 	case NotifyAvailable:
 		s.wakeQueue(n.Queue)
 	case NotifyCancelled:
-		s.onCancelled(n.JobID, n.Reason)
+		s.onCancelled(n.JobID, n.Reason, n.LeaseExpired)
 	case NotifyChanged:
 		s.hub.notify()
 	case NotifySchedules:

@@ -29,6 +29,9 @@ type Event struct {
 type Cancellation struct {
 	JobID  int64
 	Reason string
+	// LeaseExpired: the lease ran out and the job was taken back, rather
+	// than cancelled.
+	LeaseExpired bool
 }
 
 // Session is one worker stream. It holds at most Window leases; the
@@ -240,6 +243,12 @@ func (ss *Session) Close(ctx context.Context) error {
 	ss.held = nil
 	ss.outbox = nil
 	ss.mu.Unlock()
+	if ss.svc.crashed.Load() {
+		for id := range held {
+			ss.svc.leases.CompareAndDelete(id, ss)
+		}
+		return nil
+	}
 
 	var seen, unseen []LeaseRef
 	for id, h := range held {
@@ -346,14 +355,14 @@ func (s *Service) settled(id int64) {
 
 // onCancelled tells the worker holding job id (if it is on this replica)
 // that the job was cancelled, and frees its slot.
-func (s *Service) onCancelled(id int64, reason string) {
+func (s *Service) onCancelled(id int64, reason string, leaseExpired bool) {
 	sess, ok := s.leaseHolder(id)
 	if !ok {
 		return
 	}
 	s.leases.CompareAndDelete(id, sess)
 	if sess.forget(id) {
-		sess.pushCancel(Cancellation{JobID: id, Reason: reason})
+		sess.pushCancel(Cancellation{JobID: id, Reason: reason, LeaseExpired: leaseExpired})
 		sess.disp.slotFreed()
 	}
 }

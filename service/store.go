@@ -127,6 +127,9 @@ type Notification struct {
 	Queue  string
 	JobID  int64
 	Reason string
+	// LeaseExpired marks a NotifyCancelled that revokes an expired lease
+	// rather than a cancelled job.
+	LeaseExpired bool
 }
 
 // ClaimParams asks for one job per owner slot. Owners[i] and ExpiresAt[i]

@@ -59,6 +59,23 @@ type insertedRow struct {
 	State     string  `db:"state"`
 }
 
+// encodeJobJSON renders a job's metadata and backoff as the JSON text its
+// jsonb columns take from the insert arrays.
+func encodeJobJSON(metadata map[string]string, backoff service.Backoff) (string, string, error) {
+	meta := []byte("{}")
+	if metadata != nil {
+		var err error
+		if meta, err = json.Marshal(metadata); err != nil {
+			return "", "", fmt.Errorf("encode metadata: %w", err)
+		}
+	}
+	b, err := json.Marshal(backoff)
+	if err != nil {
+		return "", "", fmt.Errorf("encode backoff: %w", err)
+	}
+	return string(meta), string(b), nil
+}
+
 // InsertJobs inserts jobs in one statement (and a second, read-only one to
 // name the jobs that duplicates point at).
 func (s *Store) InsertJobs(ctx context.Context, jobs []service.NewJob) ([]service.EnqueuedJob, error) {
@@ -76,19 +93,12 @@ func (s *Store) InsertJobs(ctx context.Context, jobs []service.NewJob) ([]servic
 		runAts: make([]time.Time, n), createdAts: make([]time.Time, n),
 	}
 	for i, j := range jobs {
-		meta, err := json.Marshal(j.Metadata)
+		meta, backoff, err := encodeJobJSON(j.Metadata, j.Backoff)
 		if err != nil {
-			return nil, fmt.Errorf("encode metadata: %w", err)
+			return nil, err
 		}
-		if j.Metadata == nil {
-			meta = []byte("{}")
-		}
-		backoff, err := json.Marshal(j.Backoff)
-		if err != nil {
-			return nil, fmt.Errorf("encode backoff: %w", err)
-		}
-		args.queues[i], args.names[i], args.metadata[i] = j.Queue, j.Name, string(meta)
-		args.states[i], args.backoffs[i] = string(j.State), string(backoff)
+		args.queues[i], args.names[i], args.metadata[i] = j.Queue, j.Name, meta
+		args.states[i], args.backoffs[i] = string(j.State), backoff
 		args.payloads[i] = j.Payload
 		if args.payloads[i] == nil {
 			args.payloads[i] = []byte{}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -85,16 +84,9 @@ func insertFlows(ctx context.Context, tx pgx.Tx, flows [][]service.NewFlowJob) (
 		for _, j := range f {
 			id := ids[next]
 			next++
-			meta, err := json.Marshal(j.Metadata)
+			meta, backoff, err := encodeJobJSON(j.Metadata, j.Backoff)
 			if err != nil {
-				return nil, fmt.Errorf("encode metadata: %w", err)
-			}
-			if j.Metadata == nil {
-				meta = []byte("{}")
-			}
-			backoff, err := json.Marshal(j.Backoff)
-			if err != nil {
-				return nil, fmt.Errorf("encode backoff: %w", err)
+				return nil, err
 			}
 			flowID := ids[base]
 			var parent *int64
@@ -106,8 +98,8 @@ func insertFlows(ctx context.Context, tx pgx.Tx, flows [][]service.NewFlowJob) (
 				payload = []byte{}
 			}
 			a.ids, a.flowIDs, a.parentIDs = append(a.ids, &id), append(a.flowIDs, &flowID), append(a.parentIDs, parent)
-			a.queues, a.names, a.metadata = append(a.queues, j.Queue), append(a.names, j.Name), append(a.metadata, string(meta))
-			a.states, a.backoffs = append(a.states, string(j.State)), append(a.backoffs, string(backoff))
+			a.queues, a.names, a.metadata = append(a.queues, j.Queue), append(a.names, j.Name), append(a.metadata, meta)
+			a.states, a.backoffs = append(a.states, string(j.State)), append(a.backoffs, backoff)
 			a.childNames, a.policies = append(a.childNames, nilIfEmpty(j.ChildName)), append(a.policies, nilIfEmpty(string(j.Policy)))
 			a.payloads, a.priorities, a.maxAttempts = append(a.payloads, payload), append(a.priorities, j.Priority), append(a.maxAttempts, j.MaxAttempts)
 			a.childCounts, a.runAts, a.createdAts = append(a.childCounts, j.ChildCount), append(a.runAts, j.RunAt), append(a.createdAts, j.CreatedAt)

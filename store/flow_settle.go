@@ -203,7 +203,7 @@ WITH RECURSIVE sub AS (
     WHERE j.id = l.id
     RETURNING j.id, j.state, j.parent_id, j.child_policy, j.child_name, @reason::text AS message, l.old_state
 ), notified AS (
-    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || @reason::text)
+    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || '` + kindCancelled + `' || ':' || @reason::text)
     FROM upd WHERE old_state = 'running'
 )
 SELECT id, state, parent_id, child_policy, child_name, message FROM upd

@@ -68,9 +68,11 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn, onNotify func(servi
 		case channelSchedules:
 			onNotify(service.Notification{Kind: service.NotifySchedules})
 		case channelCancelled:
-			idText, reason, _ := strings.Cut(n.Payload, ":")
+			// Payload: "<job id>:<kind>:<reason>"; see kindCancelled.
+			idText, rest, _ := strings.Cut(n.Payload, ":")
+			kind, reason, _ := strings.Cut(rest, ":")
 			if id, err := strconv.ParseInt(idText, 10, 64); err == nil {
-				onNotify(service.Notification{Kind: service.NotifyCancelled, JobID: id, Reason: reason})
+				onNotify(service.Notification{Kind: service.NotifyCancelled, JobID: id, Reason: reason, LeaseExpired: kind == kindLeaseExpired})
 			}
 		}
 	}

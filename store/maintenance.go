@@ -104,7 +104,7 @@ WITH old AS (
     WHERE j.id = old.id AND old.state NOT IN ('completed', 'failed', 'cancelled')
     RETURNING old.state AS previous_state, ` + jobColumns + `
 ), notified AS (
-    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || @reason::text)
+    SELECT pg_notify('` + channelCancelled + `', id::text || ':' || '` + kindCancelled + `' || ':' || @reason::text)
     FROM upd WHERE previous_state = 'running'
 )
 SELECT * FROM upd WHERE (SELECT count(*) FROM notified) >= 0`

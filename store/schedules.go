@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -119,16 +118,9 @@ SELECT ` + scheduleColumns + ` FROM up s WHERE (SELECT count(*) FROM notified) >
 
 // UpsertSchedule creates or replaces a schedule.
 func (s *Store) UpsertSchedule(ctx context.Context, sc service.Schedule) (service.Schedule, error) {
-	meta := []byte("{}")
-	if sc.Job.Metadata != nil {
-		var err error
-		if meta, err = json.Marshal(sc.Job.Metadata); err != nil {
-			return service.Schedule{}, fmt.Errorf("encode metadata: %w", err)
-		}
-	}
-	backoff, err := json.Marshal(sc.Job.Backoff)
+	meta, backoff, err := encodeJobJSON(sc.Job.Metadata, sc.Job.Backoff)
 	if err != nil {
-		return service.Schedule{}, fmt.Errorf("encode backoff: %w", err)
+		return service.Schedule{}, err
 	}
 	payload := sc.Job.Payload
 	if payload == nil {
@@ -136,8 +128,8 @@ func (s *Store) UpsertSchedule(ctx context.Context, sc service.Schedule) (servic
 	}
 	rows, _ := s.pool.Query(ctx, upsertScheduleSQL, pgx.NamedArgs{
 		"name": sc.Name, "spec": sc.Spec, "time_zone": sc.TimeZone, "queue": sc.Job.Queue,
-		"job_name": sc.Job.Name, "payload": payload, "metadata": string(meta), "priority": sc.Job.Priority,
-		"max_attempts": sc.Job.MaxAttempts, "backoff": string(backoff), "start_at": optTime(sc.StartAt),
+		"job_name": sc.Job.Name, "payload": payload, "metadata": meta, "priority": sc.Job.Priority,
+		"max_attempts": sc.Job.MaxAttempts, "backoff": backoff, "start_at": optTime(sc.StartAt),
 		"end_at": optTime(sc.EndAt), "paused": sc.Paused, "catch_up": string(sc.CatchUp),
 		"catch_up_window_ms": sc.CatchUpWindow.Milliseconds(), "overlap": string(sc.Overlap),
 		"next_fire_at": optTime(sc.NextFireAt), "now": sc.UpdatedAt,

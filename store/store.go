@@ -25,11 +25,19 @@ import (
 // Notification channels.
 const (
 	channelAvailable = "queued_available" // payload: queue name
-	channelCancelled = "queued_cancelled" // payload: job id
+	channelCancelled = "queued_cancelled" // payload: job id:kind:reason
 	// channelChanges is raised by triggers (migrations/0002_watch.sql) in
 	// every transaction that inserts a job or changes a job's state or
 	// progress; watch readers look for the changes when it fires.
 	channelChanges = "queued_changes"
+)
+
+// Kinds of revoked lease in a channelCancelled payload, so the worker
+// learns whether its job was cancelled or taken back after its lease
+// expired without parsing a reason meant for people.
+const (
+	kindCancelled    = "c"
+	kindLeaseExpired = "e"
 )
 
 // Store implements service.Store on PostgreSQL.

@@ -218,7 +218,7 @@ func (w *Worker) recvLoop(c *leaseConn) {
 		case *queuedv1.LeaseResponse_Reply:
 			c.resolve(msg.Reply)
 		case *queuedv1.LeaseResponse_Cancelled:
-			w.cancelled(c, msg.Cancelled.GetJobId(), msg.Cancelled.GetReason())
+			w.cancelled(c, msg.Cancelled)
 		}
 	}
 }

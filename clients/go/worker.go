@@ -441,10 +441,11 @@ func (w *Worker) release(aj *activeJob) {
 
 // cancelled stops a job the server says is cancelled or whose lease it
 // took back. The server no longer counts the job on conn.
-func (w *Worker) cancelled(conn *leaseConn, id int64, reason string) {
-	cause := fmt.Errorf("%w: %s", ErrJobCancelled, reason)
-	if reason == "lease expired" {
-		cause = fmt.Errorf("%w: %s", ErrLeaseLost, reason)
+func (w *Worker) cancelled(conn *leaseConn, msg *queuedv1.JobCancelled) {
+	id := msg.GetJobId()
+	cause := fmt.Errorf("%w: %s", ErrJobCancelled, msg.GetReason())
+	if msg.GetKind() == queuedv1.JobCancelled_KIND_LEASE_EXPIRED {
+		cause = fmt.Errorf("%w: %s", ErrLeaseLost, msg.GetReason())
 	}
 	w.mu.Lock()
 	aj := w.jobs[id]

@@ -295,6 +295,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 // drain, no hand-back. Tests use it; leases held by its workers expire.
 func (a *App) Kill() {
 	a.stopOnce.Do(func() {
+		a.svc.Crash()
 		a.grpcLis.Close()
 		a.grpc.Stop()
 		if a.http != nil {

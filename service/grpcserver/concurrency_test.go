@@ -177,3 +177,33 @@ func TestDispatcherOfAnAbandonedQueueSetIsRetiredAndRecreated(t *testing.T) {
 		t.Fatalf("completed = %d, want 3", n)
 	}
 }
+
+// TestCrashedReplicasLeasesComeBackAfterExpiry kills a replica (no drain,
+// no hand-back, as a killed process) while its worker holds jobs. The jobs
+// stay leased until their leases expire, then the surviving replica's
+// sweeper takes them back and its worker runs them: nothing is lost.
+func TestCrashedReplicasLeasesComeBackAfterExpiry(t *testing.T) {
+	t.Parallel()
+	a := queuedtest.Start(t)
+	b := queuedtest.StartOn(t, a.DatabaseURL)
+	enqueue(t, a, spec("crash"), spec("crash"), spec("crash"))
+	wa := openWorker(t, a.Client, &queuedv1.LeaseOpen{Queues: []string{"crash"}, Window: 3, LeaseDuration: dur(1500 * time.Millisecond)})
+	held := map[int64]bool{}
+	for range 3 {
+		held[wa.next(5*time.Second).GetJob().GetId()] = true
+	}
+	crashed := time.Now()
+	a.Kill()
+	wb := openWorker(t, b.Client, &queuedv1.LeaseOpen{Queues: []string{"crash"}, Window: 3})
+	for range 3 {
+		j := wb.next(15 * time.Second)
+		if !held[j.GetJob().GetId()] || j.GetJob().GetAttempt() != 2 {
+			t.Fatalf("re-leased %v, want one of the crashed replica's jobs on attempt 2", j.GetJob())
+		}
+		if since := time.Since(crashed); since < time.Second {
+			t.Fatalf("job %d came back %v after the crash, before its lease expired", j.GetJob().GetId(), since)
+		}
+		wb.ack(j, nil)
+	}
+	eventually(t, 10*time.Second, "all completed", func() bool { return countRows(t, b, "state = 'completed'") == 3 })
+}

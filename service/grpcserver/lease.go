@@ -163,7 +163,7 @@ func (ls *leaseStream) sendLoop(ctx context.Context, pingEvery time.Duration) er
 					m = &queuedv1.LeaseResponse{Msg: &queuedv1.LeaseResponse_Job{Job: leaseToProto(ev.Lease)}}
 				case ev.Cancelled != nil:
 					m = &queuedv1.LeaseResponse{Msg: &queuedv1.LeaseResponse_Cancelled{Cancelled: &queuedv1.JobCancelled{
-						JobId: ev.Cancelled.JobID, Reason: ev.Cancelled.Reason,
+						JobId: ev.Cancelled.JobID, Reason: ev.Cancelled.Reason, Kind: cancelKind(ev.Cancelled),
 					}}}
 				default:
 					continue
@@ -260,4 +260,11 @@ func (ls *leaseStream) settle(ctx context.Context, req *queuedv1.LeaseRequest) {
 	if reply.Code == int32(codes.OK) || reply.JobId != 0 {
 		_ = ls.send(&queuedv1.LeaseResponse{Msg: &queuedv1.LeaseResponse_Reply{Reply: reply}})
 	}
+}
+
+func cancelKind(c *service.Cancellation) queuedv1.JobCancelled_Kind {
+	if c.LeaseExpired {
+		return queuedv1.JobCancelled_KIND_LEASE_EXPIRED
+	}
+	return queuedv1.JobCancelled_KIND_CANCELLED
 }

@@ -172,7 +172,7 @@ func TestExpiredLeaseIsTakenBackAndOldTokenRefused(t *testing.T) {
 	// worker is told, and the job comes round again with attempt 2.
 	select {
 	case m := <-w.events:
-		if c := m.GetCancelled(); c == nil || c.GetJobId() != id || !strings.Contains(c.GetReason(), "expired") {
+		if c := m.GetCancelled(); c == nil || c.GetJobId() != id || c.GetKind() != queuedv1.JobCancelled_KIND_LEASE_EXPIRED || !strings.Contains(c.GetReason(), "expired") {
 			t.Fatalf("event = %v, want cancellation for the expired lease", m)
 		}
 	case <-time.After(5 * time.Second):
@@ -357,7 +357,7 @@ func TestCancelRunningJobTellsItsWorkerAndRefusesItsAck(t *testing.T) {
 	}
 	select {
 	case m := <-w.events:
-		if c := m.GetCancelled(); c == nil || c.GetJobId() != id || c.GetReason() != "user deleted" {
+		if c := m.GetCancelled(); c == nil || c.GetJobId() != id || c.GetReason() != "user deleted" || c.GetKind() != queuedv1.JobCancelled_KIND_CANCELLED {
 			t.Fatalf("event = %v, want the cancellation", m)
 		}
 	case <-time.After(5 * time.Second):

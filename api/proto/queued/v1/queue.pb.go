@@ -207,6 +207,59 @@ func (Backoff_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{0, 0}
 }
 
+// Why the worker lost the job.
+type JobCancelled_Kind int32
+
+const (
+	JobCancelled_KIND_UNSPECIFIED JobCancelled_Kind = 0
+	// The job was cancelled (CancelJob, or its flow parent was).
+	JobCancelled_KIND_CANCELLED JobCancelled_Kind = 1
+	// The lease expired and the server took the job back; it will run
+	// again under a new lease if attempts remain.
+	JobCancelled_KIND_LEASE_EXPIRED JobCancelled_Kind = 2
+)
+
+// Enum value maps for JobCancelled_Kind.
+var (
+	JobCancelled_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_CANCELLED",
+		2: "KIND_LEASE_EXPIRED",
+	}
+	JobCancelled_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":   0,
+		"KIND_CANCELLED":     1,
+		"KIND_LEASE_EXPIRED": 2,
+	}
+)
+
+func (x JobCancelled_Kind) Enum() *JobCancelled_Kind {
+	p := new(JobCancelled_Kind)
+	*p = x
+	return p
+}
+
+func (x JobCancelled_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobCancelled_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_proto_queued_v1_queue_proto_enumTypes[3].Descriptor()
+}
+
+func (JobCancelled_Kind) Type() protoreflect.EnumType {
+	return &file_api_proto_queued_v1_queue_proto_enumTypes[3]
+}
+
+func (x JobCancelled_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobCancelled_Kind.Descriptor instead.
+func (JobCancelled_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_api_proto_queued_v1_queue_proto_rawDescGZIP(), []int{14, 0}
+}
+
 // Backoff says how long a failed job waits before its next attempt.
 type Backoff struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1465,6 +1518,7 @@ type JobCancelled struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         int64                  `protobuf:"varint,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Kind          JobCancelled_Kind      `protobuf:"varint,3,opt,name=kind,proto3,enum=queued.v1.JobCancelled_Kind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1511,6 +1565,13 @@ func (x *JobCancelled) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *JobCancelled) GetKind() JobCancelled_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return JobCancelled_KIND_UNSPECIFIED
 }
 
 type Ping struct {
@@ -2562,10 +2623,15 @@ const file_api_proto_queued_v1_queue_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12D\n" +
 	"\x10lease_expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12)\n" +
-	"\x05state\x18\x06 \x01(\x0e2\x13.queued.v1.JobStateR\x05state\"=\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x13.queued.v1.JobStateR\x05state\"\xb9\x01\n" +
 	"\fJobCancelled\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\x03R\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x120\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1c.queued.v1.JobCancelled.KindR\x04kind\"H\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKIND_CANCELLED\x10\x01\x12\x16\n" +
+	"\x12KIND_LEASE_EXPIRED\x10\x02\";\n" +
 	"\x04Ping\x123\n" +
 	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x85\x01\n" +
 	"\n" +
@@ -2669,128 +2735,130 @@ func file_api_proto_queued_v1_queue_proto_rawDescGZIP() []byte {
 	return file_api_proto_queued_v1_queue_proto_rawDescData
 }
 
-var file_api_proto_queued_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_proto_queued_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_api_proto_queued_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_api_proto_queued_v1_queue_proto_goTypes = []any{
 	(JobState)(0),                  // 0: queued.v1.JobState
 	(ChildFailurePolicy)(0),        // 1: queued.v1.ChildFailurePolicy
 	(Backoff_Kind)(0),              // 2: queued.v1.Backoff.Kind
-	(*Backoff)(nil),                // 3: queued.v1.Backoff
-	(*JobSpec)(nil),                // 4: queued.v1.JobSpec
-	(*AttemptError)(nil),           // 5: queued.v1.AttemptError
-	(*Job)(nil),                    // 6: queued.v1.Job
-	(*EnqueueRequest)(nil),         // 7: queued.v1.EnqueueRequest
-	(*EnqueuedJob)(nil),            // 8: queued.v1.EnqueuedJob
-	(*EnqueueResponse)(nil),        // 9: queued.v1.EnqueueResponse
-	(*LeaseRequest)(nil),           // 10: queued.v1.LeaseRequest
-	(*LeaseOpen)(nil),              // 11: queued.v1.LeaseOpen
-	(*SetWindow)(nil),              // 12: queued.v1.SetWindow
-	(*LeaseResponse)(nil),          // 13: queued.v1.LeaseResponse
-	(*LeaseOpened)(nil),            // 14: queued.v1.LeaseOpened
-	(*LeasedJob)(nil),              // 15: queued.v1.LeasedJob
-	(*Reply)(nil),                  // 16: queued.v1.Reply
-	(*JobCancelled)(nil),           // 17: queued.v1.JobCancelled
-	(*Ping)(nil),                   // 18: queued.v1.Ping
-	(*AckRequest)(nil),             // 19: queued.v1.AckRequest
-	(*AckResponse)(nil),            // 20: queued.v1.AckResponse
-	(*NackRequest)(nil),            // 21: queued.v1.NackRequest
-	(*NackResponse)(nil),           // 22: queued.v1.NackResponse
-	(*ExtendRequest)(nil),          // 23: queued.v1.ExtendRequest
-	(*ExtendResponse)(nil),         // 24: queued.v1.ExtendResponse
-	(*ReleaseRequest)(nil),         // 25: queued.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),        // 26: queued.v1.ReleaseResponse
-	(*UpdateProgressRequest)(nil),  // 27: queued.v1.UpdateProgressRequest
-	(*UpdateProgressResponse)(nil), // 28: queued.v1.UpdateProgressResponse
-	(*GetJobRequest)(nil),          // 29: queued.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 30: queued.v1.GetJobResponse
-	(*CancelJobRequest)(nil),       // 31: queued.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),      // 32: queued.v1.CancelJobResponse
-	(*FlowNode)(nil),               // 33: queued.v1.FlowNode
-	(*ChildOutcome)(nil),           // 34: queued.v1.ChildOutcome
-	nil,                            // 35: queued.v1.JobSpec.MetadataEntry
-	nil,                            // 36: queued.v1.Job.MetadataEntry
-	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 38: google.protobuf.Timestamp
+	(JobCancelled_Kind)(0),         // 3: queued.v1.JobCancelled.Kind
+	(*Backoff)(nil),                // 4: queued.v1.Backoff
+	(*JobSpec)(nil),                // 5: queued.v1.JobSpec
+	(*AttemptError)(nil),           // 6: queued.v1.AttemptError
+	(*Job)(nil),                    // 7: queued.v1.Job
+	(*EnqueueRequest)(nil),         // 8: queued.v1.EnqueueRequest
+	(*EnqueuedJob)(nil),            // 9: queued.v1.EnqueuedJob
+	(*EnqueueResponse)(nil),        // 10: queued.v1.EnqueueResponse
+	(*LeaseRequest)(nil),           // 11: queued.v1.LeaseRequest
+	(*LeaseOpen)(nil),              // 12: queued.v1.LeaseOpen
+	(*SetWindow)(nil),              // 13: queued.v1.SetWindow
+	(*LeaseResponse)(nil),          // 14: queued.v1.LeaseResponse
+	(*LeaseOpened)(nil),            // 15: queued.v1.LeaseOpened
+	(*LeasedJob)(nil),              // 16: queued.v1.LeasedJob
+	(*Reply)(nil),                  // 17: queued.v1.Reply
+	(*JobCancelled)(nil),           // 18: queued.v1.JobCancelled
+	(*Ping)(nil),                   // 19: queued.v1.Ping
+	(*AckRequest)(nil),             // 20: queued.v1.AckRequest
+	(*AckResponse)(nil),            // 21: queued.v1.AckResponse
+	(*NackRequest)(nil),            // 22: queued.v1.NackRequest
+	(*NackResponse)(nil),           // 23: queued.v1.NackResponse
+	(*ExtendRequest)(nil),          // 24: queued.v1.ExtendRequest
+	(*ExtendResponse)(nil),         // 25: queued.v1.ExtendResponse
+	(*ReleaseRequest)(nil),         // 26: queued.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),        // 27: queued.v1.ReleaseResponse
+	(*UpdateProgressRequest)(nil),  // 28: queued.v1.UpdateProgressRequest
+	(*UpdateProgressResponse)(nil), // 29: queued.v1.UpdateProgressResponse
+	(*GetJobRequest)(nil),          // 30: queued.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 31: queued.v1.GetJobResponse
+	(*CancelJobRequest)(nil),       // 32: queued.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 33: queued.v1.CancelJobResponse
+	(*FlowNode)(nil),               // 34: queued.v1.FlowNode
+	(*ChildOutcome)(nil),           // 35: queued.v1.ChildOutcome
+	nil,                            // 36: queued.v1.JobSpec.MetadataEntry
+	nil,                            // 37: queued.v1.Job.MetadataEntry
+	(*durationpb.Duration)(nil),    // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 39: google.protobuf.Timestamp
 }
 var file_api_proto_queued_v1_queue_proto_depIdxs = []int32{
 	2,  // 0: queued.v1.Backoff.kind:type_name -> queued.v1.Backoff.Kind
-	37, // 1: queued.v1.Backoff.base:type_name -> google.protobuf.Duration
-	37, // 2: queued.v1.Backoff.max:type_name -> google.protobuf.Duration
-	35, // 3: queued.v1.JobSpec.metadata:type_name -> queued.v1.JobSpec.MetadataEntry
-	38, // 4: queued.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
-	37, // 5: queued.v1.JobSpec.delay:type_name -> google.protobuf.Duration
-	3,  // 6: queued.v1.JobSpec.backoff:type_name -> queued.v1.Backoff
-	38, // 7: queued.v1.AttemptError.at:type_name -> google.protobuf.Timestamp
-	36, // 8: queued.v1.Job.metadata:type_name -> queued.v1.Job.MetadataEntry
+	38, // 1: queued.v1.Backoff.base:type_name -> google.protobuf.Duration
+	38, // 2: queued.v1.Backoff.max:type_name -> google.protobuf.Duration
+	36, // 3: queued.v1.JobSpec.metadata:type_name -> queued.v1.JobSpec.MetadataEntry
+	39, // 4: queued.v1.JobSpec.run_at:type_name -> google.protobuf.Timestamp
+	38, // 5: queued.v1.JobSpec.delay:type_name -> google.protobuf.Duration
+	4,  // 6: queued.v1.JobSpec.backoff:type_name -> queued.v1.Backoff
+	39, // 7: queued.v1.AttemptError.at:type_name -> google.protobuf.Timestamp
+	37, // 8: queued.v1.Job.metadata:type_name -> queued.v1.Job.MetadataEntry
 	0,  // 9: queued.v1.Job.state:type_name -> queued.v1.JobState
-	3,  // 10: queued.v1.Job.backoff:type_name -> queued.v1.Backoff
-	38, // 11: queued.v1.Job.run_at:type_name -> google.protobuf.Timestamp
-	38, // 12: queued.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	38, // 13: queued.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	38, // 14: queued.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	5,  // 15: queued.v1.Job.errors:type_name -> queued.v1.AttemptError
-	38, // 16: queued.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 17: queued.v1.EnqueueRequest.jobs:type_name -> queued.v1.JobSpec
+	4,  // 10: queued.v1.Job.backoff:type_name -> queued.v1.Backoff
+	39, // 11: queued.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	39, // 12: queued.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	39, // 13: queued.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	39, // 14: queued.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	6,  // 15: queued.v1.Job.errors:type_name -> queued.v1.AttemptError
+	39, // 16: queued.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 17: queued.v1.EnqueueRequest.jobs:type_name -> queued.v1.JobSpec
 	0,  // 18: queued.v1.EnqueuedJob.state:type_name -> queued.v1.JobState
-	8,  // 19: queued.v1.EnqueueResponse.jobs:type_name -> queued.v1.EnqueuedJob
-	11, // 20: queued.v1.LeaseRequest.open:type_name -> queued.v1.LeaseOpen
-	19, // 21: queued.v1.LeaseRequest.ack:type_name -> queued.v1.AckRequest
-	21, // 22: queued.v1.LeaseRequest.nack:type_name -> queued.v1.NackRequest
-	23, // 23: queued.v1.LeaseRequest.extend:type_name -> queued.v1.ExtendRequest
-	25, // 24: queued.v1.LeaseRequest.release:type_name -> queued.v1.ReleaseRequest
-	12, // 25: queued.v1.LeaseRequest.set_window:type_name -> queued.v1.SetWindow
-	27, // 26: queued.v1.LeaseRequest.progress:type_name -> queued.v1.UpdateProgressRequest
-	37, // 27: queued.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
-	14, // 28: queued.v1.LeaseResponse.opened:type_name -> queued.v1.LeaseOpened
-	15, // 29: queued.v1.LeaseResponse.job:type_name -> queued.v1.LeasedJob
-	16, // 30: queued.v1.LeaseResponse.reply:type_name -> queued.v1.Reply
-	17, // 31: queued.v1.LeaseResponse.cancelled:type_name -> queued.v1.JobCancelled
-	18, // 32: queued.v1.LeaseResponse.ping:type_name -> queued.v1.Ping
-	37, // 33: queued.v1.LeaseOpened.lease_duration:type_name -> google.protobuf.Duration
-	37, // 34: queued.v1.LeaseOpened.ping_interval:type_name -> google.protobuf.Duration
-	6,  // 35: queued.v1.LeasedJob.job:type_name -> queued.v1.Job
-	38, // 36: queued.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
-	34, // 37: queued.v1.LeasedJob.children:type_name -> queued.v1.ChildOutcome
-	38, // 38: queued.v1.Reply.lease_expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 19: queued.v1.EnqueueResponse.jobs:type_name -> queued.v1.EnqueuedJob
+	12, // 20: queued.v1.LeaseRequest.open:type_name -> queued.v1.LeaseOpen
+	20, // 21: queued.v1.LeaseRequest.ack:type_name -> queued.v1.AckRequest
+	22, // 22: queued.v1.LeaseRequest.nack:type_name -> queued.v1.NackRequest
+	24, // 23: queued.v1.LeaseRequest.extend:type_name -> queued.v1.ExtendRequest
+	26, // 24: queued.v1.LeaseRequest.release:type_name -> queued.v1.ReleaseRequest
+	13, // 25: queued.v1.LeaseRequest.set_window:type_name -> queued.v1.SetWindow
+	28, // 26: queued.v1.LeaseRequest.progress:type_name -> queued.v1.UpdateProgressRequest
+	38, // 27: queued.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
+	15, // 28: queued.v1.LeaseResponse.opened:type_name -> queued.v1.LeaseOpened
+	16, // 29: queued.v1.LeaseResponse.job:type_name -> queued.v1.LeasedJob
+	17, // 30: queued.v1.LeaseResponse.reply:type_name -> queued.v1.Reply
+	18, // 31: queued.v1.LeaseResponse.cancelled:type_name -> queued.v1.JobCancelled
+	19, // 32: queued.v1.LeaseResponse.ping:type_name -> queued.v1.Ping
+	38, // 33: queued.v1.LeaseOpened.lease_duration:type_name -> google.protobuf.Duration
+	38, // 34: queued.v1.LeaseOpened.ping_interval:type_name -> google.protobuf.Duration
+	7,  // 35: queued.v1.LeasedJob.job:type_name -> queued.v1.Job
+	39, // 36: queued.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
+	35, // 37: queued.v1.LeasedJob.children:type_name -> queued.v1.ChildOutcome
+	39, // 38: queued.v1.Reply.lease_expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 39: queued.v1.Reply.state:type_name -> queued.v1.JobState
-	38, // 40: queued.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
-	33, // 41: queued.v1.AckRequest.then:type_name -> queued.v1.FlowNode
-	37, // 42: queued.v1.NackRequest.retry_delay:type_name -> google.protobuf.Duration
-	0,  // 43: queued.v1.NackResponse.state:type_name -> queued.v1.JobState
-	38, // 44: queued.v1.NackResponse.next_run_at:type_name -> google.protobuf.Timestamp
-	37, // 45: queued.v1.ExtendRequest.lease_duration:type_name -> google.protobuf.Duration
-	38, // 46: queued.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 47: queued.v1.GetJobResponse.job:type_name -> queued.v1.Job
-	6,  // 48: queued.v1.CancelJobResponse.job:type_name -> queued.v1.Job
-	4,  // 49: queued.v1.FlowNode.job:type_name -> queued.v1.JobSpec
-	1,  // 50: queued.v1.FlowNode.on_failure:type_name -> queued.v1.ChildFailurePolicy
-	33, // 51: queued.v1.FlowNode.children:type_name -> queued.v1.FlowNode
-	37, // 52: queued.v1.FlowNode.children_timeout:type_name -> google.protobuf.Duration
-	0,  // 53: queued.v1.ChildOutcome.state:type_name -> queued.v1.JobState
-	1,  // 54: queued.v1.ChildOutcome.on_failure:type_name -> queued.v1.ChildFailurePolicy
-	7,  // 55: queued.v1.QueueService.Enqueue:input_type -> queued.v1.EnqueueRequest
-	10, // 56: queued.v1.QueueService.Lease:input_type -> queued.v1.LeaseRequest
-	19, // 57: queued.v1.QueueService.Ack:input_type -> queued.v1.AckRequest
-	21, // 58: queued.v1.QueueService.Nack:input_type -> queued.v1.NackRequest
-	23, // 59: queued.v1.QueueService.Extend:input_type -> queued.v1.ExtendRequest
-	25, // 60: queued.v1.QueueService.Release:input_type -> queued.v1.ReleaseRequest
-	27, // 61: queued.v1.QueueService.UpdateProgress:input_type -> queued.v1.UpdateProgressRequest
-	29, // 62: queued.v1.QueueService.GetJob:input_type -> queued.v1.GetJobRequest
-	31, // 63: queued.v1.QueueService.CancelJob:input_type -> queued.v1.CancelJobRequest
-	9,  // 64: queued.v1.QueueService.Enqueue:output_type -> queued.v1.EnqueueResponse
-	13, // 65: queued.v1.QueueService.Lease:output_type -> queued.v1.LeaseResponse
-	20, // 66: queued.v1.QueueService.Ack:output_type -> queued.v1.AckResponse
-	22, // 67: queued.v1.QueueService.Nack:output_type -> queued.v1.NackResponse
-	24, // 68: queued.v1.QueueService.Extend:output_type -> queued.v1.ExtendResponse
-	26, // 69: queued.v1.QueueService.Release:output_type -> queued.v1.ReleaseResponse
-	28, // 70: queued.v1.QueueService.UpdateProgress:output_type -> queued.v1.UpdateProgressResponse
-	30, // 71: queued.v1.QueueService.GetJob:output_type -> queued.v1.GetJobResponse
-	32, // 72: queued.v1.QueueService.CancelJob:output_type -> queued.v1.CancelJobResponse
-	64, // [64:73] is the sub-list for method output_type
-	55, // [55:64] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	3,  // 40: queued.v1.JobCancelled.kind:type_name -> queued.v1.JobCancelled.Kind
+	39, // 41: queued.v1.Ping.sent_at:type_name -> google.protobuf.Timestamp
+	34, // 42: queued.v1.AckRequest.then:type_name -> queued.v1.FlowNode
+	38, // 43: queued.v1.NackRequest.retry_delay:type_name -> google.protobuf.Duration
+	0,  // 44: queued.v1.NackResponse.state:type_name -> queued.v1.JobState
+	39, // 45: queued.v1.NackResponse.next_run_at:type_name -> google.protobuf.Timestamp
+	38, // 46: queued.v1.ExtendRequest.lease_duration:type_name -> google.protobuf.Duration
+	39, // 47: queued.v1.ExtendResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 48: queued.v1.GetJobResponse.job:type_name -> queued.v1.Job
+	7,  // 49: queued.v1.CancelJobResponse.job:type_name -> queued.v1.Job
+	5,  // 50: queued.v1.FlowNode.job:type_name -> queued.v1.JobSpec
+	1,  // 51: queued.v1.FlowNode.on_failure:type_name -> queued.v1.ChildFailurePolicy
+	34, // 52: queued.v1.FlowNode.children:type_name -> queued.v1.FlowNode
+	38, // 53: queued.v1.FlowNode.children_timeout:type_name -> google.protobuf.Duration
+	0,  // 54: queued.v1.ChildOutcome.state:type_name -> queued.v1.JobState
+	1,  // 55: queued.v1.ChildOutcome.on_failure:type_name -> queued.v1.ChildFailurePolicy
+	8,  // 56: queued.v1.QueueService.Enqueue:input_type -> queued.v1.EnqueueRequest
+	11, // 57: queued.v1.QueueService.Lease:input_type -> queued.v1.LeaseRequest
+	20, // 58: queued.v1.QueueService.Ack:input_type -> queued.v1.AckRequest
+	22, // 59: queued.v1.QueueService.Nack:input_type -> queued.v1.NackRequest
+	24, // 60: queued.v1.QueueService.Extend:input_type -> queued.v1.ExtendRequest
+	26, // 61: queued.v1.QueueService.Release:input_type -> queued.v1.ReleaseRequest
+	28, // 62: queued.v1.QueueService.UpdateProgress:input_type -> queued.v1.UpdateProgressRequest
+	30, // 63: queued.v1.QueueService.GetJob:input_type -> queued.v1.GetJobRequest
+	32, // 64: queued.v1.QueueService.CancelJob:input_type -> queued.v1.CancelJobRequest
+	10, // 65: queued.v1.QueueService.Enqueue:output_type -> queued.v1.EnqueueResponse
+	14, // 66: queued.v1.QueueService.Lease:output_type -> queued.v1.LeaseResponse
+	21, // 67: queued.v1.QueueService.Ack:output_type -> queued.v1.AckResponse
+	23, // 68: queued.v1.QueueService.Nack:output_type -> queued.v1.NackResponse
+	25, // 69: queued.v1.QueueService.Extend:output_type -> queued.v1.ExtendResponse
+	27, // 70: queued.v1.QueueService.Release:output_type -> queued.v1.ReleaseResponse
+	29, // 71: queued.v1.QueueService.UpdateProgress:output_type -> queued.v1.UpdateProgressResponse
+	31, // 72: queued.v1.QueueService.GetJob:output_type -> queued.v1.GetJobResponse
+	33, // 73: queued.v1.QueueService.CancelJob:output_type -> queued.v1.CancelJobResponse
+	65, // [65:74] is the sub-list for method output_type
+	56, // [56:65] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_queued_v1_queue_proto_init() }
@@ -2819,7 +2887,7 @@ func file_api_proto_queued_v1_queue_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_queued_v1_queue_proto_rawDesc), len(file_api_proto_queued_v1_queue_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,

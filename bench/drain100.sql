@@ -1,0 +1,20 @@
+-- Drain a pre-filled backlog with plain SQL, 100 job(s) per statement: claim
+-- (SKIP LOCKED) and ack, each its own transaction.
+WITH picked AS (
+    SELECT id FROM queued_jobs
+    WHERE state = 'available' AND queue = 'ceiling'
+    ORDER BY priority, run_at, id
+    LIMIT 100
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE queued_jobs j
+    SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + interval '30 seconds', leased_by = 'pgbench', started_at = now()
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.id
+)
+SELECT coalesce(array_agg(id), '{}')::text AS ids FROM upd
+\gset
+UPDATE queued_jobs
+SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+WHERE id = ANY(:ids::bigint[]) AND state = 'running';
