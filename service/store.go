@@ -11,6 +11,7 @@ import (
 // transaction so that dispatchers on every replica wake up.
 type Store interface {
 	ScheduleStore
+	AdminStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)
