@@ -176,7 +176,7 @@ func (d *dispatcher) dispatch(ctx context.Context) {
 		n, err := d.claimFor(ctx, slots)
 		if err != nil {
 			if ctx.Err() == nil {
-				d.svc.log.ErrorContext(ctx, "claim jobs", "queues", d.queues, "err", err)
+				d.svc.log.Log(ctx, logLevelFor(err), "claim jobs", "queues", d.queues, "err", err)
 				// Back off a little; the poll (or the next signal) retries.
 				select {
 				case <-ctx.Done():
@@ -273,7 +273,7 @@ func (d *dispatcher) claimFor(ctx context.Context, slots []*Session) (int, error
 	if len(orphans) > 0 {
 		// The session closed while we claimed: the worker never saw these.
 		if _, err := d.svc.store.ReleaseJobs(context.WithoutCancel(ctx), orphans, d.svc.now()); err != nil {
-			d.svc.log.ErrorContext(ctx, "release jobs claimed for a closed stream", "count", len(orphans), "err", err)
+			d.svc.log.Log(ctx, logLevelFor(err), "release jobs claimed for a closed stream", "count", len(orphans), "err", err)
 		}
 		d.announce()
 	}

@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -73,4 +74,14 @@ type CursorExpiredError struct {
 func (e *CursorExpiredError) Error() string {
 	return fmt.Sprintf("cursor %s is %v old, beyond the watch retention of %v: start a new watch and read the jobs' current state",
 		e.Cursor, e.Age.Round(time.Second), e.Retention)
+}
+
+// logLevelFor is the level for a background loop's failure: a database
+// outage is expected to pass and is reported by health and metrics, so it
+// is a warning; anything else is an error.
+func logLevelFor(err error) slog.Level {
+	if errors.Is(err, ErrUnavailable) {
+		return slog.LevelWarn
+	}
+	return slog.LevelError
 }

@@ -34,7 +34,7 @@ func (s *Service) runPromoter(ctx context.Context) {
 			n, next, err := s.store.PromoteScheduled(ctx, s.now(), maintenanceBatch)
 			if err != nil {
 				if ctx.Err() == nil {
-					s.log.ErrorContext(ctx, "promote scheduled jobs", "err", err)
+					s.log.Log(ctx, logLevelFor(err), "promote scheduled jobs", "err", err)
 				}
 				break
 			}
@@ -79,7 +79,7 @@ func (s *Service) Sweep(ctx context.Context) {
 		n, err := s.store.ExpireLeases(ctx, s.now(), maintenanceBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "expire leases", "err", err)
+				s.log.Log(ctx, logLevelFor(err), "expire leases", "err", err)
 			}
 			break
 		}
@@ -94,7 +94,7 @@ func (s *Service) Sweep(ctx context.Context) {
 		n, err := s.store.ExpireChildDeadlines(ctx, s.now(), maintenanceBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "expire children deadlines", "err", err)
+				s.log.Log(ctx, logLevelFor(err), "expire children deadlines", "err", err)
 			}
 			break
 		}
@@ -110,7 +110,7 @@ func (s *Service) Sweep(ctx context.Context) {
 		n, err := s.store.DeleteFinished(ctx, cutoff, maintenanceBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "delete finished jobs", "err", err)
+				s.log.Log(ctx, logLevelFor(err), "delete finished jobs", "err", err)
 			}
 			break
 		}

@@ -183,9 +183,9 @@ func (s *Service) GetQueue(ctx context.Context, queue string) (QueueInfo, error)
 	return s.withCounts(ctx, st)
 }
 
-// ListQueues returns, by name, every queue that holds unfinished jobs or
-// was ever configured.
-func (s *Service) ListQueues(ctx context.Context) ([]QueueInfo, error) {
+// ListQueueSettings returns, by name, every queue that holds unfinished
+// jobs or was ever configured, with its settings and counts.
+func (s *Service) ListQueueSettings(ctx context.Context) ([]QueueInfo, error) {
 	all, err := s.store.ListQueueSettings(ctx)
 	if err != nil {
 		return nil, err

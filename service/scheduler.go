@@ -55,7 +55,7 @@ func (s *Service) runScheduler(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.ErrorContext(ctx, "fire due schedules", "err", err)
+			s.log.Log(ctx, logLevelFor(err), "fire due schedules", "err", err)
 			wait = lockedRetry
 		case !next.IsZero():
 			d := next.Sub(s.now())
@@ -176,7 +176,7 @@ func (s *Service) pruneFiredTicks(ctx context.Context) {
 		n, err := s.store.DeleteFiredTicks(ctx, before, maintenanceBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "forget old fired ticks", "err", err)
+				s.log.Log(ctx, logLevelFor(err), "forget old fired ticks", "err", err)
 			}
 			return
 		}

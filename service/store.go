@@ -12,6 +12,7 @@ import (
 type Store interface {
 	ScheduleStore
 	QueueStore
+	AdminStore
 	// InsertJobs inserts all jobs or none. Jobs with a unique key that
 	// matches an unfinished job come back as duplicates naming that job.
 	InsertJobs(ctx context.Context, jobs []NewJob) ([]EnqueuedJob, error)

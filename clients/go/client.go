@@ -24,6 +24,7 @@ type Client struct {
 	watch  queuedv1.WatchServiceClient
 	sched  queuedv1.ScheduleServiceClient
 	flows  queuedv1.FlowServiceClient
+	admin  queuedv1.AdminServiceClient
 	queues queuedv1.QueueAdminServiceClient
 	closer func() error
 }
@@ -66,13 +67,13 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("dial queued at %s: %w", addr, err)
 	}
-	return &Client{conn: conn, api: queuedv1.NewQueueServiceClient(conn), watch: queuedv1.NewWatchServiceClient(conn), sched: queuedv1.NewScheduleServiceClient(conn), flows: queuedv1.NewFlowServiceClient(conn), queues: queuedv1.NewQueueAdminServiceClient(conn), closer: conn.Close}, nil
+	return &Client{conn: conn, api: queuedv1.NewQueueServiceClient(conn), watch: queuedv1.NewWatchServiceClient(conn), sched: queuedv1.NewScheduleServiceClient(conn), flows: queuedv1.NewFlowServiceClient(conn), admin: queuedv1.NewAdminServiceClient(conn), queues: queuedv1.NewQueueAdminServiceClient(conn), closer: conn.Close}, nil
 }
 
 // NewClient wraps an existing gRPC connection, for programs that manage
 // their own (interceptors, load balancing). Close does not close cc.
 func NewClient(cc grpc.ClientConnInterface) *Client {
-	return &Client{api: queuedv1.NewQueueServiceClient(cc), watch: queuedv1.NewWatchServiceClient(cc), sched: queuedv1.NewScheduleServiceClient(cc), flows: queuedv1.NewFlowServiceClient(cc), queues: queuedv1.NewQueueAdminServiceClient(cc), closer: func() error { return nil }}
+	return &Client{api: queuedv1.NewQueueServiceClient(cc), watch: queuedv1.NewWatchServiceClient(cc), sched: queuedv1.NewScheduleServiceClient(cc), flows: queuedv1.NewFlowServiceClient(cc), admin: queuedv1.NewAdminServiceClient(cc), queues: queuedv1.NewQueueAdminServiceClient(cc), closer: func() error { return nil }}
 }
 
 // Close closes the connection Dial made. Workers using the client must have

@@ -87,12 +87,13 @@ func (c *Client) GetQueue(ctx context.Context, queue string) (*Queue, error) {
 	return queueFromProto(resp.GetQueue()), nil
 }
 
-// ListQueues returns, by name, every queue that holds unfinished jobs or
-// was ever paused or limited.
-func (c *Client) ListQueues(ctx context.Context) ([]*Queue, error) {
-	resp, err := c.queues.ListQueues(ctx, &queuedv1.ListQueuesRequest{})
+// ListQueueSettings returns, by name, every queue that holds unfinished
+// jobs or was ever paused or limited, with its settings. (ListQueues is the
+// overview with finished counts and lag.)
+func (c *Client) ListQueueSettings(ctx context.Context) ([]*Queue, error) {
+	resp, err := c.queues.ListQueueSettings(ctx, &queuedv1.ListQueueSettingsRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("list queues: %w", err)
+		return nil, fmt.Errorf("list queue settings: %w", err)
 	}
 	out := make([]*Queue, len(resp.GetQueues()))
 	for i, q := range resp.GetQueues() {

@@ -64,9 +64,9 @@ func TestRateLimitThroughTheSDK(t *testing.T) {
 	if err != nil || q.RateLimit == nil || *q.RateLimit != (queued.RateLimit{Max: 20, Per: 500 * time.Millisecond}) {
 		t.Fatalf("SetRateLimit() = %+v, %v", q, err)
 	}
-	all, err := c.ListQueues(ctx)
+	all, err := c.ListQueueSettings(ctx)
 	if err != nil || len(all) != 1 || all[0].Name != "api" || all[0].RateLimit == nil {
-		t.Fatalf("ListQueues() = %+v, %v", all, err)
+		t.Fatalf("ListQueueSettings() = %+v, %v", all, err)
 	}
 	if _, err := c.SetRateLimit(ctx, "api", -1, time.Second); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("SetRateLimit(-1) = %v, want InvalidArgument", err)

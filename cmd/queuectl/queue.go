@@ -51,7 +51,7 @@ var queueSubcommands = map[string]struct {
 		return one(c.GetQueue(ctx, args[0]))
 	}},
 	"ls": {"", 0, 0, func(ctx context.Context, c *queued.Client, _ []string) ([]*queued.Queue, error) {
-		return c.ListQueues(ctx)
+		return c.ListQueueSettings(ctx)
 	}},
 }
 

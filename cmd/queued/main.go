@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	var (
 		grpcAddr     = fs.String("grpc-addr", env("QUEUED_GRPC_ADDR", ":7070"), "gRPC listen address (QUEUED_GRPC_ADDR)")
-		httpAddr     = fs.String("http-addr", env("QUEUED_HTTP_ADDR", ":7071"), "HTTP address for health and metrics; empty disables (QUEUED_HTTP_ADDR)")
+		httpAddr     = fs.String("http-addr", env("QUEUED_HTTP_ADDR", ":7071"), "HTTP address for health, metrics and the dashboard (no login: keep it private); empty disables (QUEUED_HTTP_ADDR)")
 		dbURL        = fs.String("database-url", env("QUEUED_DATABASE_URL", ""), "PostgreSQL URL; empty starts a private PostgreSQL in the data dir (QUEUED_DATABASE_URL)")
 		dataDir      = fs.String("data-dir", env("QUEUED_DATA_DIR", "./.queued"), "home of the private PostgreSQL (QUEUED_DATA_DIR)")
 		maxConns     = fs.Int("db-max-conns", envInt(getenv, "QUEUED_DB_MAX_CONNS", 16), "database pool size (QUEUED_DB_MAX_CONNS)")

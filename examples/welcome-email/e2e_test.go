@@ -87,9 +87,13 @@ func TestSignupSendsOneWelcomeEmailAfterARetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	job, err := c.GetJob(context.Background(), id)
+	// The log line is written before the worker's ack commits: wait for
+	// the job to finish rather than read it at once.
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelWait()
+	job, err := c.Wait(waitCtx, id)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Wait(%d) = %v", id, err)
 	}
 	if job.State != queued.StateCompleted || len(job.Errors) != 1 || !strings.Contains(job.Errors[0].Message, "flaky mode") {
 		t.Fatalf("job = %s errors %v, want completed after one flaky failure", job.State, job.Errors)

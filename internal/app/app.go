@@ -31,6 +31,7 @@ import (
 	"github.com/queued-dev/queued/service"
 	"github.com/queued-dev/queued/service/grpcserver"
 	"github.com/queued-dev/queued/service/httpserver"
+	"github.com/queued-dev/queued/service/httpserver/dashboard"
 	"github.com/queued-dev/queued/store"
 	"github.com/queued-dev/queued/store/pglocal"
 )
@@ -165,7 +166,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
 			a.metrics.UnaryInterceptor(),
-			logging.UnaryServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes)),
+			skipQuietCalls(a.log, logging.UnaryServerInterceptor(interceptorLogger(a.log), logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(quietCodes))),
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(a.log))),
 		),
 		grpc.ChainStreamInterceptor(
@@ -184,6 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	grpcserver.New(a.svc, a.log).Register(a.grpc)
 	grpcserver.NewScheduleServer(a.svc, a.log).Register(a.grpc)
 	grpcserver.NewQueueAdminServer(a.svc, a.log).Register(a.grpc)
+	grpcserver.NewAdminServer(a.svc, a.log).Register(a.grpc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
@@ -203,7 +205,14 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
-		a.http = &http.Server{Handler: httpserver.Handler(a.Ready, httpserver.Metrics(a.metrics.Handler())), ReadHeaderTimeout: 10 * time.Second}
+		dash, err := dashboard.Handler(dashboard.Config{Service: a.svc, Logger: a.log, Now: svcCfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		a.http = &http.Server{
+			Handler:           httpserver.Handler(a.Ready, httpserver.Metrics(a.metrics.Handler()), httpserver.Dashboard(dash)),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
 		go func() {
 			if err := a.http.Serve(a.httpLis); !errors.Is(err, http.ErrServerClosed) {
 				a.serveErr <- err

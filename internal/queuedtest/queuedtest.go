@@ -24,6 +24,7 @@ type Server struct {
 	Conn        *grpc.ClientConn
 	Client      queuedv1.QueueServiceClient
 	Flows       queuedv1.FlowServiceClient
+	Admin       queuedv1.AdminServiceClient
 }
 
 // Option adjusts the server's configuration.
@@ -84,5 +85,5 @@ func StartOn(t testing.TB, dbURL string, opts ...Option) *Server {
 		t.Fatalf("dial server: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn), Flows: queuedv1.NewFlowServiceClient(conn)}
+	return &Server{App: a, DatabaseURL: dbURL, Conn: conn, Client: queuedv1.NewQueueServiceClient(conn), Flows: queuedv1.NewFlowServiceClient(conn), Admin: queuedv1.NewAdminServiceClient(conn)}
 }

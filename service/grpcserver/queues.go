@@ -70,13 +70,13 @@ func (s *QueueAdminServer) GetQueue(ctx context.Context, req *queuedv1.GetQueueR
 	return &queuedv1.GetQueueResponse{Queue: queueToProto(q)}, nil
 }
 
-// ListQueues returns every known queue.
-func (s *QueueAdminServer) ListQueues(ctx context.Context, _ *queuedv1.ListQueuesRequest) (*queuedv1.ListQueuesResponse, error) {
-	all, err := s.svc.ListQueues(ctx)
+// ListQueueSettings returns every known queue with its settings.
+func (s *QueueAdminServer) ListQueueSettings(ctx context.Context, _ *queuedv1.ListQueueSettingsRequest) (*queuedv1.ListQueueSettingsResponse, error) {
+	all, err := s.svc.ListQueueSettings(ctx)
 	if err != nil {
 		return nil, s.srv.toStatus(ctx, err)
 	}
-	resp := &queuedv1.ListQueuesResponse{Queues: make([]*queuedv1.Queue, len(all))}
+	resp := &queuedv1.ListQueueSettingsResponse{Queues: make([]*queuedv1.Queue, len(all))}
 	for i, q := range all {
 		resp.Queues[i] = queueToProto(q)
 	}

@@ -436,13 +436,13 @@ func TestQueueAdminRefusesBadInputNamingTheField(t *testing.T) {
 		})
 	}
 	// Nothing was written.
-	resp, err := admin(s).ListQueues(ctx, &queuedv1.ListQueuesRequest{})
+	resp, err := admin(s).ListQueueSettings(ctx, &queuedv1.ListQueueSettingsRequest{})
 	if err != nil || len(resp.GetQueues()) != 0 {
-		t.Fatalf("ListQueues() after refused calls = %v, %v; want none", resp, err)
+		t.Fatalf("ListQueueSettings() after refused calls = %v, %v; want none", resp, err)
 	}
 }
 
-func TestGetAndListQueuesReportSettingsAndCounts(t *testing.T) {
+func TestGetQueueAndListQueueSettingsReportSettingsAndCounts(t *testing.T) {
 	t.Parallel()
 	s := queuedtest.Start(t)
 	ctx := context.Background()
@@ -450,7 +450,7 @@ func TestGetAndListQueuesReportSettingsAndCounts(t *testing.T) {
 	pauseQueue(t, s, "y")
 	setRateLimit(t, s, "z", 7, 2*time.Second)
 
-	resp, err := admin(s).ListQueues(ctx, &queuedv1.ListQueuesRequest{})
+	resp, err := admin(s).ListQueueSettings(ctx, &queuedv1.ListQueueSettingsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestGetAndListQueuesReportSettingsAndCounts(t *testing.T) {
 		byName[q.GetName()] = q
 	}
 	if !sort.StringsAreSorted(names) || fmt.Sprint(names) != "[x y z]" {
-		t.Fatalf("ListQueues() names = %v, want [x y z]", names)
+		t.Fatalf("ListQueueSettings() names = %v, want [x y z]", names)
 	}
 	if x := byName["x"]; x.GetPaused() || x.GetRateLimit() != nil || x.GetCounts().GetAvailable() != 2 || x.GetCounts().GetScheduled() != 1 || x.GetUpdatedAt() != nil {
 		t.Fatalf("queue x = %v, want running, unlimited, 2 available, 1 scheduled, never configured", x)

@@ -21,7 +21,10 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	var ve *service.ValidationError
 	var tl *service.TooLargeError
 	var ce *service.CursorExpiredError
+	var se *service.StateError
 	switch {
+	case errors.As(err, &se):
+		return status.Error(codes.FailedPrecondition, se.Error())
 	case errors.As(err, &ce):
 		return status.Error(codes.OutOfRange, ce.Error())
 	case errors.Is(err, service.ErrWatcherTooSlow):

@@ -1,5 +1,5 @@
 // Package httpserver is queued's HTTP adapter: liveness and readiness for
-// orchestrators, Prometheus metrics (and, as it arrives, the dashboard).
+// orchestrators, Prometheus metrics, and the dashboard's mount point.
 package httpserver
 
 import (
@@ -35,6 +35,12 @@ func Handler(ready Checker, extra ...func(*http.ServeMux)) http.Handler {
 		f(mux)
 	}
 	return mux
+}
+
+// Dashboard serves h (service/httpserver/dashboard) for every path the
+// other routes leave: "/", "/queues/...", "/jobs/...", "/static/...".
+func Dashboard(h http.Handler) func(*http.ServeMux) {
+	return func(mux *http.ServeMux) { mux.Handle("/", h) }
 }
 
 // Metrics serves h (a Prometheus exposition handler) at GET /metrics.

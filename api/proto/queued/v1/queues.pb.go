@@ -603,26 +603,26 @@ func (x *GetQueueResponse) GetQueue() *Queue {
 	return nil
 }
 
-type ListQueuesRequest struct {
+type ListQueueSettingsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListQueuesRequest) Reset() {
-	*x = ListQueuesRequest{}
+func (x *ListQueueSettingsRequest) Reset() {
+	*x = ListQueueSettingsRequest{}
 	mi := &file_api_proto_queued_v1_queues_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListQueuesRequest) String() string {
+func (x *ListQueueSettingsRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListQueuesRequest) ProtoMessage() {}
+func (*ListQueueSettingsRequest) ProtoMessage() {}
 
-func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
+func (x *ListQueueSettingsRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_api_proto_queued_v1_queues_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -634,32 +634,32 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
-func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListQueueSettingsRequest.ProtoReflect.Descriptor instead.
+func (*ListQueueSettingsRequest) Descriptor() ([]byte, []int) {
 	return file_api_proto_queued_v1_queues_proto_rawDescGZIP(), []int{11}
 }
 
-type ListQueuesResponse struct {
+type ListQueueSettingsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queues        []*Queue               `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListQueuesResponse) Reset() {
-	*x = ListQueuesResponse{}
+func (x *ListQueueSettingsResponse) Reset() {
+	*x = ListQueueSettingsResponse{}
 	mi := &file_api_proto_queued_v1_queues_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListQueuesResponse) String() string {
+func (x *ListQueueSettingsResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListQueuesResponse) ProtoMessage() {}
+func (*ListQueueSettingsResponse) ProtoMessage() {}
 
-func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
+func (x *ListQueueSettingsResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_api_proto_queued_v1_queues_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -671,12 +671,12 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
-func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListQueueSettingsResponse.ProtoReflect.Descriptor instead.
+func (*ListQueueSettingsResponse) Descriptor() ([]byte, []int) {
 	return file_api_proto_queued_v1_queues_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *ListQueuesResponse) GetQueues() []*Queue {
+func (x *ListQueueSettingsResponse) GetQueues() []*Queue {
 	if x != nil {
 		return x.Queues
 	}
@@ -721,18 +721,17 @@ const file_api_proto_queued_v1_queues_proto_rawDesc = "" +
 	"\x0fGetQueueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\":\n" +
 	"\x10GetQueueResponse\x12&\n" +
-	"\x05queue\x18\x01 \x01(\v2\x10.queued.v1.QueueR\x05queue\"\x13\n" +
-	"\x11ListQueuesRequest\">\n" +
-	"\x12ListQueuesResponse\x12(\n" +
-	"\x06queues\x18\x01 \x03(\v2\x10.queued.v1.QueueR\x06queues2\x8d\x03\n" +
+	"\x05queue\x18\x01 \x01(\v2\x10.queued.v1.QueueR\x05queue\"\x1a\n" +
+	"\x18ListQueueSettingsRequest\"E\n" +
+	"\x19ListQueueSettingsResponse\x12(\n" +
+	"\x06queues\x18\x01 \x03(\v2\x10.queued.v1.QueueR\x06queues2\xa2\x03\n" +
 	"\x11QueueAdminService\x12I\n" +
 	"\n" +
 	"PauseQueue\x12\x1c.queued.v1.PauseQueueRequest\x1a\x1d.queued.v1.PauseQueueResponse\x12L\n" +
 	"\vResumeQueue\x12\x1d.queued.v1.ResumeQueueRequest\x1a\x1e.queued.v1.ResumeQueueResponse\x12O\n" +
 	"\fSetRateLimit\x12\x1e.queued.v1.SetRateLimitRequest\x1a\x1f.queued.v1.SetRateLimitResponse\x12C\n" +
-	"\bGetQueue\x12\x1a.queued.v1.GetQueueRequest\x1a\x1b.queued.v1.GetQueueResponse\x12I\n" +
-	"\n" +
-	"ListQueues\x12\x1c.queued.v1.ListQueuesRequest\x1a\x1d.queued.v1.ListQueuesResponseB;Z9github.com/queued-dev/queued/api/proto/queued/v1;queuedv1b\x06proto3"
+	"\bGetQueue\x12\x1a.queued.v1.GetQueueRequest\x1a\x1b.queued.v1.GetQueueResponse\x12^\n" +
+	"\x11ListQueueSettings\x12#.queued.v1.ListQueueSettingsRequest\x1a$.queued.v1.ListQueueSettingsResponseB;Z9github.com/queued-dev/queued/api/proto/queued/v1;queuedv1b\x06proto3"
 
 var (
 	file_api_proto_queued_v1_queues_proto_rawDescOnce sync.Once
@@ -748,21 +747,21 @@ func file_api_proto_queued_v1_queues_proto_rawDescGZIP() []byte {
 
 var file_api_proto_queued_v1_queues_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_api_proto_queued_v1_queues_proto_goTypes = []any{
-	(*RateLimit)(nil),             // 0: queued.v1.RateLimit
-	(*QueueJobCounts)(nil),        // 1: queued.v1.QueueJobCounts
-	(*Queue)(nil),                 // 2: queued.v1.Queue
-	(*PauseQueueRequest)(nil),     // 3: queued.v1.PauseQueueRequest
-	(*PauseQueueResponse)(nil),    // 4: queued.v1.PauseQueueResponse
-	(*ResumeQueueRequest)(nil),    // 5: queued.v1.ResumeQueueRequest
-	(*ResumeQueueResponse)(nil),   // 6: queued.v1.ResumeQueueResponse
-	(*SetRateLimitRequest)(nil),   // 7: queued.v1.SetRateLimitRequest
-	(*SetRateLimitResponse)(nil),  // 8: queued.v1.SetRateLimitResponse
-	(*GetQueueRequest)(nil),       // 9: queued.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),      // 10: queued.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),     // 11: queued.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),    // 12: queued.v1.ListQueuesResponse
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*RateLimit)(nil),                 // 0: queued.v1.RateLimit
+	(*QueueJobCounts)(nil),            // 1: queued.v1.QueueJobCounts
+	(*Queue)(nil),                     // 2: queued.v1.Queue
+	(*PauseQueueRequest)(nil),         // 3: queued.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),        // 4: queued.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),        // 5: queued.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),       // 6: queued.v1.ResumeQueueResponse
+	(*SetRateLimitRequest)(nil),       // 7: queued.v1.SetRateLimitRequest
+	(*SetRateLimitResponse)(nil),      // 8: queued.v1.SetRateLimitResponse
+	(*GetQueueRequest)(nil),           // 9: queued.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),          // 10: queued.v1.GetQueueResponse
+	(*ListQueueSettingsRequest)(nil),  // 11: queued.v1.ListQueueSettingsRequest
+	(*ListQueueSettingsResponse)(nil), // 12: queued.v1.ListQueueSettingsResponse
+	(*durationpb.Duration)(nil),       // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
 }
 var file_api_proto_queued_v1_queues_proto_depIdxs = []int32{
 	13, // 0: queued.v1.RateLimit.per:type_name -> google.protobuf.Duration
@@ -774,17 +773,17 @@ var file_api_proto_queued_v1_queues_proto_depIdxs = []int32{
 	13, // 6: queued.v1.SetRateLimitRequest.per:type_name -> google.protobuf.Duration
 	2,  // 7: queued.v1.SetRateLimitResponse.queue:type_name -> queued.v1.Queue
 	2,  // 8: queued.v1.GetQueueResponse.queue:type_name -> queued.v1.Queue
-	2,  // 9: queued.v1.ListQueuesResponse.queues:type_name -> queued.v1.Queue
+	2,  // 9: queued.v1.ListQueueSettingsResponse.queues:type_name -> queued.v1.Queue
 	3,  // 10: queued.v1.QueueAdminService.PauseQueue:input_type -> queued.v1.PauseQueueRequest
 	5,  // 11: queued.v1.QueueAdminService.ResumeQueue:input_type -> queued.v1.ResumeQueueRequest
 	7,  // 12: queued.v1.QueueAdminService.SetRateLimit:input_type -> queued.v1.SetRateLimitRequest
 	9,  // 13: queued.v1.QueueAdminService.GetQueue:input_type -> queued.v1.GetQueueRequest
-	11, // 14: queued.v1.QueueAdminService.ListQueues:input_type -> queued.v1.ListQueuesRequest
+	11, // 14: queued.v1.QueueAdminService.ListQueueSettings:input_type -> queued.v1.ListQueueSettingsRequest
 	4,  // 15: queued.v1.QueueAdminService.PauseQueue:output_type -> queued.v1.PauseQueueResponse
 	6,  // 16: queued.v1.QueueAdminService.ResumeQueue:output_type -> queued.v1.ResumeQueueResponse
 	8,  // 17: queued.v1.QueueAdminService.SetRateLimit:output_type -> queued.v1.SetRateLimitResponse
 	10, // 18: queued.v1.QueueAdminService.GetQueue:output_type -> queued.v1.GetQueueResponse
-	12, // 19: queued.v1.QueueAdminService.ListQueues:output_type -> queued.v1.ListQueuesResponse
+	12, // 19: queued.v1.QueueAdminService.ListQueueSettings:output_type -> queued.v1.ListQueueSettingsResponse
 	15, // [15:20] is the sub-list for method output_type
 	10, // [10:15] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name

@@ -19,11 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QueueAdminService_PauseQueue_FullMethodName   = "/queued.v1.QueueAdminService/PauseQueue"
-	QueueAdminService_ResumeQueue_FullMethodName  = "/queued.v1.QueueAdminService/ResumeQueue"
-	QueueAdminService_SetRateLimit_FullMethodName = "/queued.v1.QueueAdminService/SetRateLimit"
-	QueueAdminService_GetQueue_FullMethodName     = "/queued.v1.QueueAdminService/GetQueue"
-	QueueAdminService_ListQueues_FullMethodName   = "/queued.v1.QueueAdminService/ListQueues"
+	QueueAdminService_PauseQueue_FullMethodName        = "/queued.v1.QueueAdminService/PauseQueue"
+	QueueAdminService_ResumeQueue_FullMethodName       = "/queued.v1.QueueAdminService/ResumeQueue"
+	QueueAdminService_SetRateLimit_FullMethodName      = "/queued.v1.QueueAdminService/SetRateLimit"
+	QueueAdminService_GetQueue_FullMethodName          = "/queued.v1.QueueAdminService/GetQueue"
+	QueueAdminService_ListQueueSettings_FullMethodName = "/queued.v1.QueueAdminService/ListQueueSettings"
 )
 
 // QueueAdminServiceClient is the client API for QueueAdminService service.
@@ -48,9 +48,11 @@ type QueueAdminServiceClient interface {
 	SetRateLimit(ctx context.Context, in *SetRateLimitRequest, opts ...grpc.CallOption) (*SetRateLimitResponse, error)
 	// GetQueue returns a queue's settings and its unfinished jobs by state.
 	GetQueue(ctx context.Context, in *GetQueueRequest, opts ...grpc.CallOption) (*GetQueueResponse, error)
-	// ListQueues returns every queue that holds unfinished jobs or was ever
-	// configured, by name.
-	ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error)
+	// ListQueueSettings returns, by name, every queue that holds unfinished
+	// jobs or was ever configured, with its settings and counts.
+	// (AdminService.ListQueues is the dashboard's overview: finished counts
+	// and lag, no settings.)
+	ListQueueSettings(ctx context.Context, in *ListQueueSettingsRequest, opts ...grpc.CallOption) (*ListQueueSettingsResponse, error)
 }
 
 type queueAdminServiceClient struct {
@@ -101,10 +103,10 @@ func (c *queueAdminServiceClient) GetQueue(ctx context.Context, in *GetQueueRequ
 	return out, nil
 }
 
-func (c *queueAdminServiceClient) ListQueues(ctx context.Context, in *ListQueuesRequest, opts ...grpc.CallOption) (*ListQueuesResponse, error) {
+func (c *queueAdminServiceClient) ListQueueSettings(ctx context.Context, in *ListQueueSettingsRequest, opts ...grpc.CallOption) (*ListQueueSettingsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListQueuesResponse)
-	err := c.cc.Invoke(ctx, QueueAdminService_ListQueues_FullMethodName, in, out, cOpts...)
+	out := new(ListQueueSettingsResponse)
+	err := c.cc.Invoke(ctx, QueueAdminService_ListQueueSettings_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +135,11 @@ type QueueAdminServiceServer interface {
 	SetRateLimit(context.Context, *SetRateLimitRequest) (*SetRateLimitResponse, error)
 	// GetQueue returns a queue's settings and its unfinished jobs by state.
 	GetQueue(context.Context, *GetQueueRequest) (*GetQueueResponse, error)
-	// ListQueues returns every queue that holds unfinished jobs or was ever
-	// configured, by name.
-	ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error)
+	// ListQueueSettings returns, by name, every queue that holds unfinished
+	// jobs or was ever configured, with its settings and counts.
+	// (AdminService.ListQueues is the dashboard's overview: finished counts
+	// and lag, no settings.)
+	ListQueueSettings(context.Context, *ListQueueSettingsRequest) (*ListQueueSettingsResponse, error)
 	mustEmbedUnimplementedQueueAdminServiceServer()
 }
 
@@ -158,8 +162,8 @@ func (UnimplementedQueueAdminServiceServer) SetRateLimit(context.Context, *SetRa
 func (UnimplementedQueueAdminServiceServer) GetQueue(context.Context, *GetQueueRequest) (*GetQueueResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetQueue not implemented")
 }
-func (UnimplementedQueueAdminServiceServer) ListQueues(context.Context, *ListQueuesRequest) (*ListQueuesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListQueues not implemented")
+func (UnimplementedQueueAdminServiceServer) ListQueueSettings(context.Context, *ListQueueSettingsRequest) (*ListQueueSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListQueueSettings not implemented")
 }
 func (UnimplementedQueueAdminServiceServer) mustEmbedUnimplementedQueueAdminServiceServer() {}
 func (UnimplementedQueueAdminServiceServer) testEmbeddedByValue()                           {}
@@ -254,20 +258,20 @@ func _QueueAdminService_GetQueue_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
-func _QueueAdminService_ListQueues_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListQueuesRequest)
+func _QueueAdminService_ListQueueSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQueueSettingsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(QueueAdminServiceServer).ListQueues(ctx, in)
+		return srv.(QueueAdminServiceServer).ListQueueSettings(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: QueueAdminService_ListQueues_FullMethodName,
+		FullMethod: QueueAdminService_ListQueueSettings_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(QueueAdminServiceServer).ListQueues(ctx, req.(*ListQueuesRequest))
+		return srv.(QueueAdminServiceServer).ListQueueSettings(ctx, req.(*ListQueueSettingsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -296,8 +300,8 @@ var QueueAdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _QueueAdminService_GetQueue_Handler,
 		},
 		{
-			MethodName: "ListQueues",
-			Handler:    _QueueAdminService_ListQueues_Handler,
+			MethodName: "ListQueueSettings",
+			Handler:    _QueueAdminService_ListQueueSettings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
