@@ -1,6 +1,7 @@
 // Package dashboard is queued's web dashboard: server-rendered pages (a
 // queue overview, a queue's jobs by state, a job's detail) and the actions
-// an operator takes on a job (retry, cancel, delete). It calls the service,
+// an operator takes on a job (retry, cancel, delete) or a queue (pause,
+// resume, set or clear its rate limit). It calls the service,
 // never the store, so it shows exactly what the gRPC API would.
 //
 // It has no authentication: serve it on a private address or behind an
@@ -38,7 +39,14 @@ type Service interface {
 	RetryJob(ctx context.Context, id int64) (service.Job, error)
 	CancelJob(ctx context.Context, id int64, reason string) (service.Job, error)
 	DeleteJob(ctx context.Context, id int64) (service.JobState, error)
+	GetQueue(ctx context.Context, queue string) (service.QueueInfo, error)
+	ListQueueSettings(ctx context.Context) ([]service.QueueInfo, error)
+	PauseQueue(ctx context.Context, queue string) (service.QueueInfo, error)
+	ResumeQueue(ctx context.Context, queue string) (service.QueueInfo, error)
+	SetRateLimit(ctx context.Context, queue string, limit service.RateLimit) (service.QueueInfo, error)
 }
+
+var _ Service = (*service.Service)(nil)
 
 // Config configures the dashboard.
 type Config struct {
@@ -65,7 +73,8 @@ type dashboard struct {
 }
 
 // Handler returns the dashboard's handler. It serves GET /, /queues/{queue},
-// /jobs/{id} and /static/..., and POST /jobs/{id}/{retry,cancel,delete};
+// /jobs/{id} and /static/..., POST /jobs/{id}/{retry,cancel,delete} and
+// POST /queues/{queue}/{pause,resume,limit};
 // mount it at "/" beside the health and metrics routes.
 func Handler(cfg Config) (http.Handler, error) {
 	if cfg.Logger == nil {
@@ -92,6 +101,9 @@ func Handler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST /jobs/{id}/retry", d.retry)
 	mux.HandleFunc("POST /jobs/{id}/cancel", d.cancel)
 	mux.HandleFunc("POST /jobs/{id}/delete", d.delete)
+	mux.HandleFunc("POST /queues/{queue}/pause", d.pauseQueue)
+	mux.HandleFunc("POST /queues/{queue}/resume", d.resumeQueue)
+	mux.HandleFunc("POST /queues/{queue}/limit", d.limitQueue)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.renderError(w, r, http.StatusNotFound, "No such page.")

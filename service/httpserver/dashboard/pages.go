@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/queued-dev/queued/service"
@@ -28,6 +30,7 @@ type queueRow struct {
 	Name   string
 	Counts []stateCount
 	Lag    string // "" when nothing is available
+	queueControls
 }
 
 type overviewPage struct {
@@ -42,12 +45,40 @@ func (d *dashboard) overview(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, r, err)
 		return
 	}
+	settings, err := d.svc.ListQueueSettings(r.Context())
+	if err != nil {
+		d.fail(w, r, err)
+		return
+	}
 	p := overviewPage{basePage: d.base(r, "Queues"), States: allStates}
 	p.Refresh = true
-	for _, q := range qs {
-		p.Queues = append(p.Queues, queueRow{Name: q.Queue, Counts: countsOf(q), Lag: lagOf(q, now)})
-	}
+	p.Queues = overviewRows(qs, settings, now)
 	d.render(w, r, http.StatusOK, "overview", p)
+}
+
+// overviewRows joins the queues holding jobs with the queues' settings. A
+// queue that is paused or limited but holds no jobs gets a row too: an
+// operator who paused it must see that it is paused.
+func overviewRows(qs []service.QueueOverview, settings []service.QueueInfo, now time.Time) []queueRow {
+	byName := make(map[string]service.QueueSettings, len(settings))
+	for _, st := range settings {
+		byName[st.Queue] = st.QueueSettings
+	}
+	rows := make([]queueRow, 0, len(qs))
+	seen := make(map[string]bool, len(qs))
+	for _, q := range qs {
+		seen[q.Queue] = true
+		rows = append(rows, queueRow{Name: q.Queue, Counts: countsOf(q), Lag: lagOf(q, now), queueControls: controlsOf(byName[q.Queue])})
+	}
+	for _, st := range settings {
+		if seen[st.Queue] || !(st.Paused || st.Limit.Limited()) {
+			continue
+		}
+		empty := service.QueueOverview{Queue: st.Queue, Counts: map[service.JobState]int64{}}
+		rows = append(rows, queueRow{Name: st.Queue, Counts: countsOf(empty), queueControls: controlsOf(st.QueueSettings)})
+	}
+	slices.SortFunc(rows, func(a, b queueRow) int { return strings.Compare(a.Name, b.Name) })
+	return rows
 }
 
 func countsOf(q service.QueueOverview) []stateCount {
@@ -75,6 +106,11 @@ type queuePage struct {
 	Jobs  []jobRow
 	// NextURL continues the listing; FirstURL goes back to its start.
 	NextURL, FirstURL string
+	queueControls
+	// Form is what the rate limit form shows: the current limit, or what
+	// the operator typed when it was refused.
+	Form           limitForm
+	Flash, Problem string
 }
 
 type jobRow struct {
@@ -84,14 +120,44 @@ type jobRow struct {
 }
 
 func (d *dashboard) queue(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("queue")
 	state := service.JobState(r.URL.Query().Get("state"))
 	if state != "" && !validState(state) {
 		d.renderError(w, r, http.StatusBadRequest, fmt.Sprintf("Unknown state %q.", state))
 		return
 	}
-	p := queuePage{basePage: d.base(r, "Queue "+name), Queue: name, State: state}
-	p.Refresh = true
+	d.showQueue(w, r, queueView{
+		name: r.PathValue("queue"), state: state, code: http.StatusOK,
+		flash: queueFlashes[r.URL.Query().Get("done")],
+	})
+}
+
+// queueView is what showQueue renders: the page as a GET shows it, or
+// (code, problem, form) as a refused action leaves it.
+type queueView struct {
+	name    string
+	state   service.JobState
+	code    int
+	flash   string
+	problem string
+	form    *limitForm // nil: the current limit
+}
+
+func (d *dashboard) showQueue(w http.ResponseWriter, r *http.Request, v queueView) {
+	name, state := v.name, v.state
+	info, err := d.svc.GetQueue(r.Context(), name)
+	if err != nil {
+		d.fail(w, r, err)
+		return
+	}
+	p := queuePage{basePage: d.base(r, "Queue "+name), Queue: name, State: state, Flash: v.flash, Problem: v.problem}
+	p.queueControls = controlsOf(info.QueueSettings)
+	p.Form = limitFormOf(info.Limit)
+	if v.form != nil {
+		p.Form = *v.form
+	}
+	// A refused action's page sits at the action's URL, which a refresh
+	// cannot load.
+	p.Refresh = v.problem == ""
 	qs, now, err := d.svc.ListQueues(r.Context())
 	if err != nil {
 		d.fail(w, r, err)
@@ -123,7 +189,7 @@ func (d *dashboard) queue(w http.ResponseWriter, r *http.Request) {
 	if page.NextPageToken != "" {
 		p.NextURL = queueURL(name, state, page.NextPageToken)
 	}
-	d.render(w, r, http.StatusOK, "queue", p)
+	d.render(w, r, v.code, "queue", p)
 }
 
 func queueURL(queue string, state service.JobState, token string) string {

@@ -36,12 +36,13 @@ type errorPage struct {
 }
 
 var funcs = template.FuncMap{
-	"stateClass": func(st service.JobState) string { return "state-" + strings.ReplaceAll(string(st), "_", "-") },
-	"stateLabel": func(st service.JobState) string { return strings.ReplaceAll(string(st), "_", " ") },
-	"queueURL":   func(q string, st service.JobState) string { return queueURL(q, st, "") },
-	"number":     number,
-	"stamp":      stamp,
-	"int64":      func(n int) int64 { return int64(n) },
+	"stateClass":  func(st service.JobState) string { return "state-" + strings.ReplaceAll(string(st), "_", "-") },
+	"stateLabel":  func(st service.JobState) string { return strings.ReplaceAll(string(st), "_", " ") },
+	"queueURL":    func(q string, st service.JobState) string { return queueURL(q, st, "") },
+	"queueAction": queueActionURL,
+	"number":      number,
+	"stamp":       stamp,
+	"int64":       func(n int) int64 { return int64(n) },
 	"dict": func(kv ...any) map[string]any {
 		m := make(map[string]any, len(kv)/2)
 		for i := 0; i+1 < len(kv); i += 2 {
