@@ -28,6 +28,14 @@ type queueBook struct {
 	gen    atomic.Uint64                 // bumped by every local change
 	loadMu sync.Mutex
 	reload chan struct{}
+	// claims is held shared by every claim from the moment it reads the
+	// settings until its statement returns, and exclusively while new
+	// settings are published (by apply, or by a reload). So once a replica
+	// shows a pause, no claim on it that read the old settings is still
+	// running: a job enqueued after that cannot be taken by a claim that
+	// started before it. (Other replicas apply a pause when its
+	// notification arrives; see docs/queues.md.)
+	claims sync.RWMutex
 
 	mu        sync.Mutex
 	notBefore map[string]time.Time // limited queue -> no whole token before
@@ -136,8 +144,13 @@ func (b *queueBook) apply(st QueueSettings) {
 
 // publish swaps in next and wakes the dispatchers of every queue whose
 // settings changed. Called with loadMu held.
+//
+// Lock order: loadMu, then claims. A claim takes claims shared only after
+// current() returned, so it never waits for loadMu while holding claims.
 func (b *queueBook) publish(next *queueSnapshot) {
+	b.claims.Lock()
 	old := b.snap.Swap(next)
+	b.claims.Unlock()
 	var changed []string
 	if old != nil {
 		for q, st := range old.controls {
@@ -213,10 +226,12 @@ func (b *queueBook) stopTimers() {
 // them since its tokens bound it), then the unlimited rest together.
 // Priorities therefore order jobs within these groups, not across them.
 func (s *Service) claimJobs(ctx context.Context, p ClaimParams) ([]ClaimedJob, error) {
-	snap, err := s.queues.current(ctx)
-	if err != nil {
+	if _, err := s.queues.current(ctx); err != nil { // loads the settings once
 		return nil, err
 	}
+	s.queues.claims.RLock()
+	defer s.queues.claims.RUnlock()
+	snap := s.queues.snap.Load()
 	if len(snap.controls) == 0 {
 		return s.store.ClaimJobs(ctx, p)
 	}

@@ -88,9 +88,16 @@ func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		errc <- s.store.Listen(ctx, s.onNotification, func() {
+			// Notifications were lost while disconnected. Reload the queue
+			// settings before anything else runs on this goroutine, so no
+			// notification that follows is acted on with a pause missed in
+			// the gap; then look for work that was announced meanwhile.
+			if err := s.queues.load(ctx); err != nil {
+				s.log.Log(ctx, logLevelFor(err), "reload queue settings after reconnecting", "err", err)
+				s.queues.requestReload()
+			}
 			s.wakeAll()
 			s.hub.notify()
-			s.queues.requestReload()
 		})
 	})
 	wg.Wait()
