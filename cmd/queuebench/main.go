@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&ec.Server, "server", "", "benchmark this running queued (gRPC address) instead of starting one; it must use -database-url")
 	fs.IntVar(&ec.QueuedPID, "queued-pid", 0, "pid of the -server process, for its CPU and memory")
 	fs.BoolVar(&ec.PGStatStatements, "pg-stat-statements", false, "preload pg_stat_statements in the private cluster")
+	fs.StringVar(&ec.Worker, "worker", workerRaw, "workers: sdk (the Go SDK's Worker, no-op handler, Concurrency = window) or raw (a Lease stream driven by hand, acks not awaited)")
 	so := &ec.ServerOpts
 	fs.IntVar(&so.MaxConns, "max-conns", 16, "started server: database pool size")
 	fs.IntVar(&so.Flushers, "flushers", 0, "started server: concurrent coalesced writes per kind (0: default)")
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	bc := defaultBenchConfig()
 	full := fs.Bool("full", false, "BENCHMARKS.md sizes: 200k jobs, 60 s per rate, 1M+1M rows, 5 min S5 (about 30 min)")
-	scenarios := fs.String("scenarios", "C,S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated (C: plain-SQL ceilings with pgbench; S6 is S6kill and S6restart)")
+	scenarios := fs.String("scenarios", "C,S1,S2,S3,S4,S5,S6,S7", "scenarios to run, comma separated (C: plain-SQL ceilings with pgbench; S6 is S6kill and S6restart; S7 is S7cron and S7flows)")
 	fs.IntVar(&bc.Jobs, "jobs", bc.Jobs, "S1/S2 jobs per run")
 	fs.DurationVar(&bc.Duration, "duration", bc.Duration, "S3/S4 length per rate")
 	rates := fs.String("rates", "500,2000,5000,max", "S3 rates in jobs/s; max is a closed loop")
@@ -71,6 +72,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&bc.S5Rate, "s5-rate", bc.S5Rate, "S5 rate (0: closed loop at max)")
 	fs.IntVar(&bc.S6Leases, "s6-leases", bc.S6Leases, "S6 leases held by the killed worker")
 	fs.DurationVar(&bc.S6Duration, "s6-duration", bc.S6Duration, "S6 restart run length")
+	fs.IntVar(&bc.S7Schedules, "s7-schedules", bc.S7Schedules, "S7 cron schedules")
+	fs.StringVar(&bc.S7Spec, "s7-spec", bc.S7Spec, "S7 cron spec of every schedule (six fields for seconds)")
+	fs.IntVar(&bc.S7Ticks, "s7-ticks", bc.S7Ticks, "S7 ticks to measure, from the first tick every schedule has")
+	fs.Float64Var(&bc.S7FlowRate, "s7-flow-rate", bc.S7FlowRate, "S7 flows per second (7 jobs each: a root, 2 children, 4 grandchildren)")
+	fs.DurationVar(&bc.S7Duration, "s7-duration", bc.S7Duration, "S7 flow run length (and of its plain-job baseline)")
 	benchDir := fs.String("bench-dir", "bench", "directory of the pgbench scripts for the ceilings")
 	fs.DurationVar(&bc.CeilingDuration, "ceiling-duration", bc.CeilingDuration, "length of each timed pgbench ceiling")
 	jsonOnly := fs.Bool("json", false, "print only the JSON lines")
@@ -80,6 +86,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *full {
 		applyFull(&bc, fs)
+	}
+	if ec.Worker != workerSDK && ec.Worker != workerRaw {
+		return fmt.Errorf("-worker must be sdk or raw, got %q", ec.Worker)
 	}
 	var err error
 	if bc.Rates, err = parseRates(*rates); err != nil {
@@ -109,12 +118,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}{
 		{"C", "CEILINGS", b.ceilings}, {"S1", "", b.s1}, {"S2", "", b.s2}, {"S3", "", b.s3}, {"S4", "", b.s4}, {"S5", "", b.s5},
 		{"S6", "S6KILL", b.s6Kill}, {"S6", "S6RESTART", b.s6Restart},
+		{"S7", "S7CRON", b.s7Cron}, {"S7", "S7FLOWS", b.s7Flows},
 	}
 	for _, s := range steps {
 		if !(want[s.id] || want[s.alias]) || ctx.Err() != nil {
 			continue
 		}
-		fmt.Fprintf(stderr, "%s %s (load %.2f)\n", time.Now().Format("15:04:05"), s.id, loadAvg())
+		name := s.id
+		if s.alias != "" && s.alias != "CEILINGS" {
+			name = s.alias
+		}
+		fmt.Fprintf(stderr, "%s %s (load %.2f, %s workers)\n", time.Now().Format("15:04:05"), name, loadAvg(), ec.Worker)
 		s.f(ctx)
 	}
 	if !*jsonOnly {
@@ -149,6 +163,11 @@ func defaultBenchConfig() benchConfig {
 		DrainTimeout:    60 * time.Second,
 		S2Variants:      [][2]int{{1, 16}, {1, 256}, {4, 16}, {4, 256}},
 		CeilingDuration: 10 * time.Second,
+		S7Schedules:     1000,
+		S7Spec:          "* * * * *",
+		S7Ticks:         2,
+		S7FlowRate:      200,
+		S7Duration:      10 * time.Second,
 	}
 }
 
@@ -177,6 +196,12 @@ func applyFull(bc *benchConfig, fs *flag.FlagSet) {
 	}
 	if !set["s6-duration"] {
 		bc.S6Duration = 60 * time.Second
+	}
+	if !set["s7-ticks"] {
+		bc.S7Ticks = 5
+	}
+	if !set["s7-duration"] {
+		bc.S7Duration = 60 * time.Second
 	}
 	bc.DrainTimeout = 3 * time.Minute
 }
