@@ -57,6 +57,7 @@ type envConfig struct {
 	Server           string // use this running server instead of starting one
 	QueuedPID        int    // pid of that server, for its CPU and RSS
 	PGStatStatements bool   // preload pg_stat_statements in the private cluster
+	Worker           string // workerSDK or workerRaw
 	ServerOpts       serverOptions
 }
 

@@ -33,7 +33,42 @@ type workerParams struct {
 	Queue         string
 	Window        int
 	LeaseDuration time.Duration // 0: server default
-	Rec           *recorder
+	// Rec records every job by its payload, unless OnJob is set.
+	Rec *recorder
+	// OnJob, when set, is told of every job received instead of Rec
+	// (S7: scheduled jobs carry the schedule's payload, not a sequence
+	// number).
+	OnJob func(leasedJob)
+	// AckErrors counts refused acks; nil: Rec's counter.
+	AckErrors *atomic.Int64
+}
+
+// leasedJob is what a worker tells OnJob about a job it received.
+type leasedJob struct {
+	ID                int64
+	Payload           []byte
+	Metadata          map[string]string
+	Children          int // a flow parent's children, as the claim read them
+	ChildrenCompleted int // of which completed
+}
+
+// withDefaults points OnJob and AckErrors at Rec when they are not set.
+func (p workerParams) withDefaults() workerParams {
+	if p.OnJob == nil {
+		rec := p.Rec
+		p.OnJob = func(j leasedJob) { rec.start(j.Payload) }
+	}
+	if p.AckErrors == nil {
+		p.AckErrors = &p.Rec.ackErrors
+	}
+	return p
+}
+
+// benchWorker is one worker process's connection: the raw-gRPC worker
+// below or the Go SDK's Worker (sdkworker.go), chosen by -worker.
+type benchWorker interface {
+	// stop ends the worker once every ack it sent is committed.
+	stop(timeout time.Duration) error
 }
 
 func startWorker(ctx context.Context, e *env, p workerParams) (*worker, error) {
@@ -65,11 +100,11 @@ func startWorker(ctx context.Context, e *env, p workerParams) (*worker, error) {
 	if first.GetOpened() == nil {
 		return fail(fmt.Errorf("first message on the lease stream is %v, want opened", first))
 	}
-	go func() { w.done <- w.loop(p.Rec) }()
+	go func() { w.done <- w.loop(p) }()
 	return w, nil
 }
 
-func (w *worker) loop(rec *recorder) error {
+func (w *worker) loop(p workerParams) error {
 	for {
 		m, err := w.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -80,7 +115,14 @@ func (w *worker) loop(rec *recorder) error {
 		}
 		switch msg := m.Msg.(type) {
 		case *queuedv1.LeaseResponse_Job:
-			rec.start(msg.Job.GetJob().GetPayload())
+			j := msg.Job.GetJob()
+			lj := leasedJob{ID: j.GetId(), Payload: j.GetPayload(), Metadata: j.GetMetadata(), Children: len(msg.Job.GetChildren())}
+			for _, c := range msg.Job.GetChildren() {
+				if c.GetState() == queuedv1.JobState_JOB_STATE_COMPLETED {
+					lj.ChildrenCompleted++
+				}
+			}
+			p.OnJob(lj)
 			ack := &queuedv1.LeaseRequest{Msg: &queuedv1.LeaseRequest_Ack{Ack: &queuedv1.AckRequest{
 				JobId: msg.Job.GetJob().GetId(), LeaseToken: msg.Job.GetLeaseToken(),
 			}}}
@@ -92,7 +134,7 @@ func (w *worker) loop(rec *recorder) error {
 			}
 		case *queuedv1.LeaseResponse_Reply:
 			if msg.Reply.GetCode() != 0 {
-				rec.ackErrors.Add(1)
+				p.AckErrors.Add(1)
 			}
 		}
 	}
@@ -114,10 +156,19 @@ func (w *worker) stop(timeout time.Duration) error {
 	}
 }
 
-func startWorkers(ctx context.Context, e *env, n int, p workerParams) ([]*worker, error) {
-	var ws []*worker
+// startWorkers starts n workers of the kind -worker chose, each on its own
+// connection, and returns once every one has its lease stream open.
+func startWorkers(ctx context.Context, e *env, n int, p workerParams) ([]benchWorker, error) {
+	p = p.withDefaults()
+	var ws []benchWorker
 	for range n {
-		w, err := startWorker(ctx, e, p)
+		var w benchWorker
+		var err error
+		if e.cfg.Worker == workerSDK {
+			w, err = startSDKWorker(ctx, e, p)
+		} else {
+			w, err = startWorker(ctx, e, p)
+		}
 		if err != nil {
 			stopWorkers(ws)
 			return nil, err
@@ -127,7 +178,7 @@ func startWorkers(ctx context.Context, e *env, n int, p workerParams) ([]*worker
 	return ws, nil
 }
 
-func stopWorkers(ws []*worker) error {
+func stopWorkers(ws []benchWorker) error {
 	var errs []error
 	for _, w := range ws {
 		errs = append(errs, w.stop(30*time.Second))
@@ -254,13 +305,27 @@ func (p *producer) closedLoop(ctx context.Context, callers, batch int, deadline 
 // latency of earlier calls (up to senders calls in flight). It returns the
 // rate it achieved.
 func (p *producer) openLoop(ctx context.Context, rate float64, d time.Duration, senders int) (float64, error) {
+	achieved, err := openLoop(ctx, rate, d, senders, func() error {
+		_, err := p.enqueueBatch(ctx, 1)
+		return err
+	})
+	if err != nil {
+		return achieved, fmt.Errorf("%d enqueue calls failed, the first: %w", p.errs.Load(), err)
+	}
+	return achieved, nil
+}
+
+// openLoop makes call rate times a second for d, whatever the latency of
+// earlier calls (up to senders calls in flight), and returns the rate it
+// achieved and the first error of a call.
+func openLoop(ctx context.Context, rate float64, d time.Duration, senders int, call func() error) (float64, error) {
 	tokens := make(chan struct{}, senders*4)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range senders {
 		wg.Go(func() {
 			for range tokens {
-				if _, err := p.enqueueBatch(ctx, 1); err != nil {
+				if err := call(); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}
@@ -280,7 +345,7 @@ func (p *producer) openLoop(ctx context.Context, rate float64, d time.Duration, 
 	wg.Wait()
 	achieved := float64(issued) / time.Since(start).Seconds()
 	if err, ok := firstErr.Load().(error); ok {
-		return achieved, fmt.Errorf("%d enqueue calls failed, the first: %w", p.errs.Load(), err)
+		return achieved, err
 	}
 	return achieved, nil
 }

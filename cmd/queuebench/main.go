@@ -1,4 +1,4 @@
-// Command queuebench measures queued against PostgreSQL: the scenarios S1-S6
+// Command queuebench measures queued against PostgreSQL: the scenarios S1-S7
 // of BENCHMARKS.md, through the real gRPC API. It prints one JSON line per
 // run as it finishes and a table at the end. It decides nothing: numbers
 // from a shared machine are to be read, compared as ratios, and taken as
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&ec.Server, "server", "", "benchmark this running queued (gRPC address) instead of starting one; it must use -database-url")
 	fs.IntVar(&ec.QueuedPID, "queued-pid", 0, "pid of the -server process, for its CPU and memory")
 	fs.BoolVar(&ec.PGStatStatements, "pg-stat-statements", false, "preload pg_stat_statements in the private cluster")
+	workers := fs.String("worker", workerRaw, "workers: sdk (the Go SDK's Worker, no-op handler, Concurrency = window) or raw (a Lease stream driven by hand, acks not awaited); sdk,raw runs every scenario with both, one after the other")
 	so := &ec.ServerOpts
 	fs.IntVar(&so.MaxConns, "max-conns", 16, "started server: database pool size")
 	fs.IntVar(&so.Flushers, "flushers", 0, "started server: concurrent coalesced writes per kind (0: default)")
@@ -57,9 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	bc := defaultBenchConfig()
 	full := fs.Bool("full", false, "BENCHMARKS.md sizes: 200k jobs, 60 s per rate, 1M+1M rows, 5 min S5 (about 30 min)")
-	scenarios := fs.String("scenarios", "C,S1,S2,S3,S4,S5,S6", "scenarios to run, comma separated (C: plain-SQL ceilings with pgbench; S6 is S6kill and S6restart)")
+	scenarios := fs.String("scenarios", "C,S1,S2,S3,S4,S5,S6,S7", "scenarios to run, comma separated (C: plain-SQL ceilings with pgbench; S6 is S6kill and S6restart; S7 is S7cron and S7flows)")
 	fs.IntVar(&bc.Jobs, "jobs", bc.Jobs, "S1/S2 jobs per run")
 	fs.DurationVar(&bc.Duration, "duration", bc.Duration, "S3/S4 length per rate")
+	s2 := fs.String("s2", "1x16,1x256,4x16,4x256", "S2 variants: worker connections x window")
 	rates := fs.String("rates", "500,2000,5000,max", "S3 rates in jobs/s; max is a closed loop")
 	fs.IntVar(&bc.MaxCallers, "max-callers", bc.MaxCallers, "concurrent single-job callers for max")
 	fs.IntVar(&bc.Workers, "workers", bc.Workers, "S3-S6 worker connections")
@@ -71,9 +74,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&bc.S5Rate, "s5-rate", bc.S5Rate, "S5 rate (0: closed loop at max)")
 	fs.IntVar(&bc.S6Leases, "s6-leases", bc.S6Leases, "S6 leases held by the killed worker")
 	fs.DurationVar(&bc.S6Duration, "s6-duration", bc.S6Duration, "S6 restart run length")
+	fs.IntVar(&bc.S7Schedules, "s7-schedules", bc.S7Schedules, "S7 cron schedules")
+	fs.StringVar(&bc.S7Spec, "s7-spec", bc.S7Spec, "S7 cron spec of every schedule (six fields for seconds)")
+	fs.IntVar(&bc.S7Ticks, "s7-ticks", bc.S7Ticks, "S7 ticks to measure, from the first tick every schedule has")
+	fs.Float64Var(&bc.S7FlowRate, "s7-flow-rate", bc.S7FlowRate, "S7 flows per second (7 jobs each: a root, 2 children, 4 grandchildren)")
+	fs.DurationVar(&bc.S7Duration, "s7-duration", bc.S7Duration, "S7 flow run length (and of its plain-job baseline)")
 	benchDir := fs.String("bench-dir", "bench", "directory of the pgbench scripts for the ceilings")
 	fs.DurationVar(&bc.CeilingDuration, "ceiling-duration", bc.CeilingDuration, "length of each timed pgbench ceiling")
 	jsonOnly := fs.Bool("json", false, "print only the JSON lines")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load generator (producers and workers) to this file")
 	settle := fs.Duration("stats-settle", 1100*time.Millisecond, "wait before reading xact_commit at the end of a run (PostgreSQL publishes it lazily)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -82,6 +91,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		applyFull(&bc, fs)
 	}
 	var err error
+	var kinds []string
+	for _, k := range strings.Split(*workers, ",") {
+		k = strings.TrimSpace(k)
+		if k != workerSDK && k != workerRaw {
+			return fmt.Errorf("-worker must be sdk, raw or both comma separated, got %q", *workers)
+		}
+		kinds = append(kinds, k)
+	}
+	ec.Worker = kinds[0]
+	if bc.S2Variants, err = parseS2Variants(*s2); err != nil {
+		return err
+	}
 	if bc.Rates, err = parseRates(*rates); err != nil {
 		return err
 	}
@@ -90,6 +111,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		want[strings.ToUpper(strings.TrimSpace(s))] = true
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	e, err := startEnv(ctx, ec, stderr)
 	if err != nil {
 		return err
@@ -109,13 +141,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}{
 		{"C", "CEILINGS", b.ceilings}, {"S1", "", b.s1}, {"S2", "", b.s2}, {"S3", "", b.s3}, {"S4", "", b.s4}, {"S5", "", b.s5},
 		{"S6", "S6KILL", b.s6Kill}, {"S6", "S6RESTART", b.s6Restart},
+		{"S7", "S7CRON", b.s7Cron}, {"S7", "S7FLOWS", b.s7Flows},
 	}
 	for _, s := range steps {
-		if !(want[s.id] || want[s.alias]) || ctx.Err() != nil {
+		if !(want[s.id] || want[s.alias]) {
 			continue
 		}
-		fmt.Fprintf(stderr, "%s %s (load %.2f)\n", time.Now().Format("15:04:05"), s.id, loadAvg())
-		s.f(ctx)
+		name := s.id
+		if s.alias != "" && s.alias != "CEILINGS" {
+			name = s.alias
+		}
+		for _, kind := range kinds {
+			if ctx.Err() != nil {
+				break
+			}
+			e.cfg.Worker = kind
+			noWorkers := s.id == "C" || s.id == "S1"
+			workers := ", " + kind + " workers"
+			if noWorkers {
+				workers = ""
+			}
+			fmt.Fprintf(stderr, "%s %s (load %.2f%s)\n", time.Now().Format("15:04:05"), name, loadAvg(), workers)
+			s.f(ctx)
+			if noWorkers {
+				break // once is enough
+			}
+		}
 	}
 	if !*jsonOnly {
 		fmt.Fprintln(stdout)
@@ -149,6 +200,11 @@ func defaultBenchConfig() benchConfig {
 		DrainTimeout:    60 * time.Second,
 		S2Variants:      [][2]int{{1, 16}, {1, 256}, {4, 16}, {4, 256}},
 		CeilingDuration: 10 * time.Second,
+		S7Schedules:     1000,
+		S7Spec:          "* * * * *",
+		S7Ticks:         2,
+		S7FlowRate:      200,
+		S7Duration:      10 * time.Second,
 	}
 }
 
@@ -178,7 +234,28 @@ func applyFull(bc *benchConfig, fs *flag.FlagSet) {
 	if !set["s6-duration"] {
 		bc.S6Duration = 60 * time.Second
 	}
+	if !set["s7-ticks"] {
+		bc.S7Ticks = 5
+	}
+	if !set["s7-duration"] {
+		bc.S7Duration = 60 * time.Second
+	}
 	bc.DrainTimeout = 3 * time.Minute
+}
+
+// parseS2Variants reads "4x256,1x16" as {4, 256}, {1, 16}.
+func parseS2Variants(s string) ([][2]int, error) {
+	var out [][2]int
+	for _, f := range strings.Split(s, ",") {
+		conns, window, ok := strings.Cut(strings.TrimSpace(f), "x")
+		c, err1 := strconv.Atoi(conns)
+		w, err2 := strconv.Atoi(window)
+		if !ok || err1 != nil || err2 != nil || c <= 0 || w <= 0 {
+			return nil, fmt.Errorf("-s2: %q is not workers x window, such as 4x256", f)
+		}
+		out = append(out, [2]int{c, w})
+	}
+	return out, nil
 }
 
 func parseRates(s string) ([]float64, error) {

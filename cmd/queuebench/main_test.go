@@ -24,20 +24,38 @@ func TestMain(m *testing.M) {
 
 // TestSmoke runs every scenario at a tiny size against a real server and a
 // fresh database, and checks that each run produced figures and passed its
-// exactly-once check. It asserts no speed.
+// exactly-once check: every scenario with the Go SDK's worker, and those
+// whose workers matter most with the raw one. It asserts no speed. S7's
+// schedules fire every second ("* * * * * *") so that it waits seconds,
+// not minutes.
 func TestSmoke(t *testing.T) {
+	s7 := []string{"-s7-schedules", "5", "-s7-spec", "* * * * * *", "-s7-ticks", "2", "-s7-flow-rate", "40", "-s7-duration", "1s"}
+	t.Run("sdk", func(t *testing.T) {
+		smoke(t, append([]string{
+			"-worker", "sdk",
+			"-scenarios", "S1,S2,S3,S4,S5,S6kill,S7",
+			"-jobs", "600", "-duration", "1s", "-rates", "200,max", "-max-callers", "8",
+			"-s4-rows", "1000", "-s4-due", "300",
+			"-s5-duration", "4s", "-s5-hold", "2s", "-s6-leases", "50",
+		}, s7...), map[string]int{"S1": 4, "S2": 4, "S3": 2, "S4": 3, "S5": 1, "S6": 1, "S7": 3})
+	})
+	t.Run("raw", func(t *testing.T) {
+		smoke(t, append([]string{
+			"-worker", "raw",
+			"-scenarios", "S2,S3,S6kill,S7",
+			"-jobs", "600", "-duration", "1s", "-rates", "200", "-s6-leases", "50",
+		}, s7...), map[string]int{"S2": 4, "S3": 1, "S6": 1, "S7": 3})
+	})
+}
+
+// smoke runs queuebench with args over a fresh database and checks every
+// result line; want is the number of results per scenario.
+func smoke(t *testing.T, args []string, want map[string]int) {
 	dbURL := storetest.NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{
-		"-database-url", dbURL, "-max-conns", "8",
-		"-scenarios", "S1,S2,S3,S4,S5,S6kill",
-		"-jobs", "600", "-duration", "1s", "-rates", "200,max", "-max-callers", "8",
-		"-s4-rows", "1000", "-s4-due", "300",
-		"-s5-duration", "4s", "-s5-hold", "2s", "-s6-leases", "50",
-		"-stats-settle", "0", "-json",
-	}, &stdout, &stderr)
+	err := run(ctx, append([]string{"-database-url", dbURL, "-max-conns", "8", "-stats-settle", "0", "-json"}, args...), &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run() = %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -50,7 +68,7 @@ func TestSmoke(t *testing.T) {
 		}
 		seen[r.Scenario]++
 		if r.Error != "" || !r.ExactlyOnce {
-			t.Errorf("%s %s: error %q, exactly once %v, check %+v", r.Scenario, r.Variant, r.Error, r.ExactlyOnce, r.Check)
+			t.Errorf("%s %s: error %q, exactly once %v, check %+v, extra %v", r.Scenario, r.Variant, r.Error, r.ExactlyOnce, r.Check, r.Extra)
 		}
 		if r.Jobs == 0 || r.JobsPerS <= 0 || r.Check.Enqueued == 0 || r.Check.WorkedOnce != r.Check.Enqueued {
 			t.Errorf("%s %s: jobs %d at %.0f/s, check %+v; want every enqueued job worked", r.Scenario, r.Variant, r.Jobs, r.JobsPerS, r.Check)
@@ -58,8 +76,20 @@ func TestSmoke(t *testing.T) {
 		if r.TableBytes == 0 || r.WALBytesPerJob <= 0 {
 			t.Errorf("%s %s: table %d bytes, %.0f WAL bytes per job; want both measured", r.Scenario, r.Variant, r.TableBytes, r.WALBytesPerJob)
 		}
+		if r.Scenario != "S1" && r.Worker != args[1] {
+			t.Errorf("%s %s: worker %q, want %q", r.Scenario, r.Variant, r.Worker, args[1])
+		}
+		if r.LatencyOf == "tick_to_start" {
+			// 5 schedules, 2 ticks from the first tick they all have; one
+			// created just before a tick adds an earlier tick of its own.
+			if r.Check.Enqueued < 10 || r.Extra["ticks_fired"] == nil || r.P50 <= 0 {
+				t.Errorf("S7 cron: check %+v, extra %v, p50 %.1f ms; want at least 10 jobs over 2 ticks and a jitter", r.Check, r.Extra, r.P50)
+			}
+		}
+		if r.LatencyOf == "flow_enqueue_to_root_completed" && (r.Jobs%flowSize != 0 || r.P50 <= 0 || r.Extra["roots_completed"] == nil) {
+			t.Errorf("S7 flows: %d jobs, p50 %.1f ms, extra %v; want whole flows and a latency", r.Jobs, r.P50, r.Extra)
+		}
 	}
-	want := map[string]int{"S1": 4, "S2": 4, "S3": 2, "S4": 3, "S5": 1, "S6": 1}
 	for s, n := range want {
 		if seen[s] != n {
 			t.Errorf("%s: %d results, want %d\nstderr:\n%s", s, seen[s], n, stderr.String())

@@ -16,6 +16,7 @@ import (
 type result struct {
 	Scenario  string  `json:"scenario"`
 	Variant   string  `json:"variant"`
+	Worker    string  `json:"worker,omitempty"` // sdk or raw; empty for runs without workers
 	Jobs      int64   `json:"jobs"`
 	Seconds   float64 `json:"seconds"`
 	JobsPerS  float64 `json:"jobs_per_s"`
@@ -133,7 +134,7 @@ func writeJSON(w io.Writer, r result) {
 
 func writeTable(w io.Writer, rs []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tvariant\tjobs\tjobs/s\tlatency\tp50 ms\tp95 ms\tp99 ms\tcommits/job\tWAL B/job\tdead tup\ttable MB\tcpu pg s\tcpu queued s\tcpu gen s\tRSS MB\tonce/lost/dup\tload\t")
+	fmt.Fprintln(tw, "scenario\tvariant\tworker\tjobs\tjobs/s\tlatency\tp50 ms\tp95 ms\tp99 ms\tcommits/job\tWAL B/job\tdead tup\ttable MB\tcpu pg s\tcpu queued s\tcpu gen s\tRSS MB\tonce/lost/dup\tload\t")
 	for _, r := range rs {
 		verdict := fmt.Sprintf("%d/%d/%d", r.Check.WorkedOnce, r.Check.Lost, r.Check.Duplicates)
 		if !r.ExactlyOnce {
@@ -142,8 +143,12 @@ func writeTable(w io.Writer, rs []result) {
 		if r.Error != "" {
 			verdict = "ERROR"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%s\t%.2f\t\n",
-			r.Scenario, r.Variant, r.Jobs, r.JobsPerS, shortLatency(r.LatencyOf), r.P50, r.P95, r.P99,
+		worker := r.Worker
+		if worker == "" {
+			worker = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%s\t%.2f\t\n",
+			r.Scenario, r.Variant, worker, r.Jobs, r.JobsPerS, shortLatency(r.LatencyOf), r.P50, r.P95, r.P99,
 			r.CommitsPerJob, r.WALBytesPerJob, r.DeadTuples, float64(r.TableBytes)/(1<<20),
 			r.CPUPostgres, r.CPUQueued, r.CPULoadgen, r.RSSQueuedMB, verdict, r.Load1)
 	}
@@ -174,6 +179,10 @@ func shortLatency(of string) string {
 		return "due→start"
 	case "kill_to_restart":
 		return "kill→start"
+	case "tick_to_start":
+		return "tick→start"
+	case "flow_enqueue_to_root_completed":
+		return "flow→done"
 	}
 	return of
 }

@@ -30,6 +30,11 @@ type benchConfig struct {
 	S2Variants      [][2]int // {worker connections, window}
 	S1Single1Jobs   int      // jobs for the single caller variant (it is slow)
 	CeilingDuration time.Duration
+	S7Schedules     int           // cron schedules
+	S7Spec          string        // their spec
+	S7Ticks         int           // ticks measured
+	S7FlowRate      float64       // flows per second
+	S7Duration      time.Duration // flow run length
 }
 
 type bench struct {
@@ -264,6 +269,9 @@ func (b *bench) s3(ctx context.Context) {
 }
 
 func (b *bench) emit(r result, err error) {
+	if r.Scenario != "C" && r.Scenario != "S1" {
+		r.Worker = b.e.cfg.Worker
+	}
 	if err != nil {
 		r.Error = err.Error()
 		r.ExactlyOnce = false
