@@ -6,8 +6,16 @@ import (
 )
 
 const (
-	// fireBatch bounds the schedules one firing transaction locks.
-	fireBatch = 100
+	// fireBatch bounds the schedules one firing transaction locks. The
+	// store fires a batch with a fixed number of statements, so a tick with
+	// many schedules due at once costs a few round trips, not a few per
+	// schedule.
+	fireBatch = 1000
+	// maxTicksPerBatch bounds the jobs one firing transaction enqueues, so
+	// a batch of schedules that all catch up many ticks stays a transaction
+	// of bounded size: once a batch has planned this many ticks, its
+	// remaining schedules keep their due tick and the next batch fires them.
+	maxTicksPerBatch = 10_000
 	// maxTicksPerFire bounds the jobs one schedule enqueues per firing, so
 	// catching up a long outage of a frequent schedule happens in chunks
 	// (each its own transaction) rather than one huge one.
@@ -86,11 +94,20 @@ func (s *Service) FireDue(ctx context.Context) (time.Time, error) {
 	for {
 		now := s.now()
 		behind := false // a schedule still has due ticks after its firing
+		budget := maxTicksPerBatch
 		n, err := s.store.FireSchedules(ctx, FireParams{
 			Now:   now,
 			Limit: fireBatch,
 			Plan: func(d DueSchedule) FirePlan {
+				if budget <= 0 {
+					// Deferred to the next batch: nothing fires and the
+					// tick stays due. Rows come oldest tick first and every
+					// batch fires at least one schedule, so this ends.
+					behind = true
+					return FirePlan{Next: d.NextFireAt}
+				}
 				p := s.plan(ctx, d, now)
+				budget -= len(p.Ticks)
 				behind = behind || (!p.Next.IsZero() && !p.Next.After(now))
 				return p
 			},

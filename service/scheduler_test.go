@@ -589,3 +589,30 @@ func TestFiredTickNeverFiresAgain(t *testing.T) {
 	fireDue(t, ctx, r)
 	wantTicks(t, b.tickList(t, "m"), tick)
 }
+
+// TestLargeCatchUpFiresEveryTickOnce catches up more ticks than one firing
+// transaction takes (many schedules, each over its per-firing chunk), so
+// FireDue splits them over several batches, deferring schedules past the
+// batch's tick budget: every tick in the window still fires exactly once.
+func TestLargeCatchUpFiresEveryTickOnce(t *testing.T) {
+	t.Parallel()
+	start := utc("2024-06-01T00:00:00Z")
+	ctx, b := setup(t, start)
+	r := b.replica(t, "r1")
+	const schedules = 12
+	for i := range schedules {
+		upsert(t, ctx, r, service.Schedule{Name: fmt.Sprintf("s%02d", i), Spec: "every 1s", CatchUp: service.CatchUpAll, CatchUpWindow: time.Hour})
+	}
+	back := start.Add(1500 * time.Second) // 1,500 ticks each, 18,000 in all
+	b.clock.Set(back)
+	if next := fireDue(t, ctx, r); !next.Equal(back.Add(time.Second)) {
+		t.Fatalf("next after catching up = %v, want %v", next, back.Add(time.Second))
+	}
+	var want []time.Time
+	for tick := start.Add(time.Second); !tick.After(back); tick = tick.Add(time.Second) {
+		want = append(want, tick)
+	}
+	for i := range schedules {
+		wantTicks(t, b.tickList(t, fmt.Sprintf("s%02d", i)), want...)
+	}
+}

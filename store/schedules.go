@@ -264,18 +264,29 @@ type dueScheduleRow struct {
 	LastJobUnfinished bool `db:"last_job_unfinished"`
 }
 
-// fireTicksSQL records the ticks of one schedule as fired and enqueues one
-// job per tick not recorded before, from the schedule's template, then
-// notifies the queue as any insert of available jobs does. A tick that is
-// already recorded enqueues nothing, which is what makes firing idempotent
-// whatever the caller's clock or plan. Each job carries the unique key
-// "schedule:<name>:<tick>" and the tick in its metadata.
-const fireTicksSQL = `
-WITH fired AS (
+// fireSchedulesSQL fires a batch of locked due schedules in one statement:
+// it records every planned tick as fired, enqueues one job per tick not
+// recorded before (from its schedule's template), notifies the queues as any
+// insert of available jobs does, and stores each schedule's next tick, last
+// tick and latest job.
+//
+// The ticks come as parallel arrays (@tick_schedules, @ticks, @labels), the
+// schedules' new state as another set (@ids, @nexts, @last_fires), all
+// computed in Go by the planning code. A tick already in
+// queued_schedule_fires (its primary key) inserts no record and so enqueues
+// nothing, which keeps firing idempotent whatever the caller's clock or plan;
+// the job's unique key "schedule:<name>:<tick>" is a second guard. Jobs are
+// inserted in (schedule, tick) order, so the largest id a schedule gets is
+// the job of its latest tick, which overlap skip looks at next time.
+const fireSchedulesSQL = `
+WITH planned AS (
+    SELECT * FROM unnest(@tick_schedules::bigint[], @ticks::timestamptz[], @labels::text[])
+        AS k(schedule_id, tick, label)
+), fired AS (
     INSERT INTO queued_schedule_fires (schedule_id, tick, fired_at)
-    SELECT @schedule_id, t.tick, @now FROM unnest(@ticks::timestamptz[]) AS t(tick)
+    SELECT k.schedule_id, k.tick, @now FROM planned k
     ON CONFLICT (schedule_id, tick) DO NOTHING
-    RETURNING tick
+    RETURNING schedule_id, tick
 ), ins AS (
     INSERT INTO queued_jobs (queue, name, payload, metadata, priority, state, max_attempts,
                              backoff, unique_key, run_at, created_at)
@@ -284,28 +295,35 @@ WITH fired AS (
            s.priority, 'available', s.max_attempts, s.backoff,
            'schedule:' || s.name || ':' || k.label, @now, @now
     FROM fired f
-    JOIN unnest(@ticks::timestamptz[], @labels::text[]) AS k(tick, label) ON k.tick = f.tick
-    JOIN queued_schedules s ON s.id = @schedule_id
-    ORDER BY f.tick
+    JOIN planned k ON k.schedule_id = f.schedule_id AND k.tick = f.tick
+    JOIN queued_schedules s ON s.id = f.schedule_id
+    ORDER BY f.schedule_id, f.tick
     ON CONFLICT (queue, unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running', 'waiting_children')
         DO NOTHING
-    RETURNING id, queue
+    RETURNING id, queue, metadata->>'queued.schedule' AS schedule_name
+), last_jobs AS (
+    SELECT s.id AS schedule_id, max(i.id) AS job_id
+    FROM ins i JOIN queued_schedules s ON s.name = i.schedule_name
+    GROUP BY s.id
+), advanced AS (
+    UPDATE queued_schedules s SET
+        next_fire_at = a.next_fire_at,
+        last_fire_at = coalesce(a.last_fire_at, s.last_fire_at),
+        last_job_id = coalesce(lj.job_id, s.last_job_id)
+    FROM unnest(@ids::bigint[], @nexts::timestamptz[], @last_fires::timestamptz[])
+        AS a(id, next_fire_at, last_fire_at)
+    LEFT JOIN last_jobs lj ON lj.schedule_id = a.id
+    WHERE s.id = a.id
+    RETURNING s.id
 ), notified AS (
     SELECT pg_notify('` + channelAvailable + `', q.queue) FROM (SELECT DISTINCT queue FROM ins) q
 )
-SELECT coalesce(max(id), 0) FROM ins WHERE (SELECT count(*) FROM notified) >= 0`
+SELECT count(*) FROM advanced WHERE (SELECT count(*) FROM notified) >= 0`
 
-// advanceScheduleSQL stores a schedule's next tick after a firing.
-const advanceScheduleSQL = `
-UPDATE queued_schedules SET
-    next_fire_at = @next_fire_at,
-    last_fire_at = coalesce(@last_fire_at, last_fire_at),
-    last_job_id = CASE WHEN @last_job_id::bigint > 0 THEN @last_job_id::bigint ELSE last_job_id END
-WHERE id = @id`
-
-// FireSchedules fires due schedules in one transaction: a crash before
-// commit leaves every tick due, a commit leaves every tick done.
+// FireSchedules fires due schedules in one transaction of two statements
+// (lock the due rows; fire them all): a crash before commit leaves every tick
+// due, a commit leaves every tick done.
 func (s *Store) FireSchedules(ctx context.Context, p service.FireParams) (int, error) {
 	var processed int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -315,27 +333,36 @@ func (s *Store) FireSchedules(ctx context.Context, p service.FireParams) (int, e
 			return fmt.Errorf("lock due schedules: %w", err)
 		}
 		processed = len(due)
-		for _, d := range due {
+		if len(due) == 0 {
+			return nil
+		}
+		ids := make([]int64, len(due))
+		nexts := make([]*time.Time, len(due))
+		lastFires := make([]*time.Time, len(due))
+		var tickSchedules []int64
+		var ticks []time.Time
+		var labels []string
+		for i, d := range due {
 			plan := p.Plan(service.DueSchedule{Schedule: d.toSchedule(), LastJobUnfinished: d.LastJobUnfinished})
-			var lastJob int64
-			var lastFire *time.Time
+			ids[i], nexts[i] = d.ID, optTime(plan.Next)
 			if len(plan.Ticks) > 0 {
-				labels := make([]string, len(plan.Ticks))
-				for i, t := range plan.Ticks {
-					labels[i] = t.UTC().Format(time.RFC3339Nano)
-				}
-				if err := tx.QueryRow(ctx, fireTicksSQL, pgx.NamedArgs{
-					"schedule_id": d.ID, "ticks": plan.Ticks, "labels": labels, "now": p.Now,
-				}).Scan(&lastJob); err != nil {
-					return fmt.Errorf("fire schedule %q: %w", d.Name, err)
-				}
-				lastFire = &plan.Ticks[len(plan.Ticks)-1]
+				lastFires[i] = &plan.Ticks[len(plan.Ticks)-1]
 			}
-			if _, err := tx.Exec(ctx, advanceScheduleSQL, pgx.NamedArgs{
-				"id": d.ID, "next_fire_at": optTime(plan.Next), "last_fire_at": lastFire, "last_job_id": lastJob,
-			}); err != nil {
-				return fmt.Errorf("advance schedule %q: %w", d.Name, err)
+			for _, t := range plan.Ticks {
+				tickSchedules = append(tickSchedules, d.ID)
+				ticks = append(ticks, t)
+				labels = append(labels, t.UTC().Format(time.RFC3339Nano))
 			}
+		}
+		var advanced int
+		if err := tx.QueryRow(ctx, fireSchedulesSQL, pgx.NamedArgs{
+			"tick_schedules": tickSchedules, "ticks": ticks, "labels": labels,
+			"ids": ids, "nexts": nexts, "last_fires": lastFires, "now": p.Now,
+		}).Scan(&advanced); err != nil {
+			return fmt.Errorf("fire %d schedules: %w", len(due), err)
+		}
+		if advanced != len(due) {
+			return fmt.Errorf("fire schedules: advanced %d of %d locked schedules", advanced, len(due))
 		}
 		return nil
 	})
