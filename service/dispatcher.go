@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// claimTimeout bounds one claim statement, which runs to completion even
+// when the dispatcher is retired meanwhile (see claimFor).
+const claimTimeout = 30 * time.Second
+
 // dispatcher feeds every local session that serves the same set of queues.
 // It claims for all of their free slots with one statement, so a hundred
 // idle workers cost one query per wake-up, not a hundred.
@@ -257,7 +261,15 @@ func (d *dispatcher) claimFor(ctx context.Context, slots []*Session) (int, error
 		p.Owners[i] = ss.workerID
 		p.ExpiresAt[i] = now.Add(ss.leaseDuration)
 	}
-	claimed, err := d.svc.claimJobs(ctx, p) // leaves out paused queues, applies rate limits (queuebook.go)
+	// The claim must not be cut short by the dispatcher retiring (its last
+	// worker left) or the service stopping: a claim statement that
+	// committed just before a cancellation would still report an error,
+	// and its jobs would be neither delivered nor handed back, stuck
+	// running until their leases expired. Let it finish; the sessions that
+	// closed meanwhile hand the jobs back below.
+	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
+	claimed, err := d.svc.claimJobs(claimCtx, p) // leaves out paused queues, applies rate limits (queuebook.go)
 	if err != nil {
 		return 0, err
 	}
