@@ -3,6 +3,7 @@ package queued_test
 import (
 	"context"
 	"fmt"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"time"
@@ -15,14 +16,20 @@ import (
 // Concurrency 256, the SDK side of queuebench's S2. Each iteration enqueues
 // drainJobs jobs, then times the worker from Run until the last handler
 // returned. The server runs in the same process (queuedtest), so cpu-µs/job
-// is the whole process's CPU: the worker's plus the server's share.
+// is the whole process's CPU: the worker's plus the server's share. To see
+// the worker's own share, the worker's client and Run carry the pprof label
+// side=worker (goroutines inherit it), so a CPU profile splits the two:
 //
-//	go test -run '^$' -bench WorkerDrain -benchtime 1x -count 3 ./clients/go
+//	go test -run '^$' -bench WorkerDrain -benchtime 1x -count 3 -cpuprofile cpu.out ./clients/go
+//	go tool pprof -tagfocus side=worker -top cpu.out   # Total samples / jobs = worker CPU per job
 func BenchmarkWorkerDrain(b *testing.B) {
 	const drainJobs, batch, concurrency = 20000, 1000, 256
 	s := queuedtest.Start(b)
 	c := dial(b, s.GRPCAddr())
 	ctx := context.Background()
+	workerSide := pprof.WithLabels(ctx, pprof.Labels("side", "worker"))
+	var wc *queued.Client
+	pprof.Do(workerSide, pprof.Labels(), func(context.Context) { wc = dial(b, s.GRPCAddr()) })
 	var jobs int
 	var wall time.Duration
 	var cpu time.Duration
@@ -42,7 +49,7 @@ func BenchmarkWorkerDrain(b *testing.B) {
 		done := make(chan struct{})
 		var n int
 		var left = make(chan struct{}, drainJobs)
-		w := queued.NewWorker(c, queued.WorkerConfig{Queues: []string{queue}, Concurrency: concurrency})
+		w := queued.NewWorker(wc, queued.WorkerConfig{Queues: []string{queue}, Concurrency: concurrency})
 		w.Handle("noop", func(ctx context.Context, job *queued.Job) ([]byte, error) {
 			left <- struct{}{}
 			return nil, nil
@@ -59,7 +66,8 @@ func BenchmarkWorkerDrain(b *testing.B) {
 		cpu0 := processCPU(b)
 		start := time.Now()
 		b.StartTimer()
-		r := run(b, w)
+		var r *running
+		pprof.Do(workerSide, pprof.Labels(), func(context.Context) { r = run(b, w) })
 		select {
 		case <-done:
 		case <-time.After(5 * time.Minute):
