@@ -251,6 +251,7 @@ func (w *Worker) windowLoop(c *leaseConn) {
 func (w *Worker) setConn(c *leaseConn) {
 	w.mu.Lock()
 	w.conn = c
+	w.refreshAllLocked()
 	close(w.connChanged)
 	w.connChanged = make(chan struct{})
 	w.mu.Unlock()
@@ -266,6 +267,7 @@ func (w *Worker) connLost(c *leaseConn) {
 	w.mu.Lock()
 	if w.conn == c {
 		w.conn = nil
+		w.refreshAllLocked()
 		close(w.connChanged)
 		w.connChanged = make(chan struct{})
 	}
@@ -273,6 +275,7 @@ func (w *Worker) connLost(c *leaseConn) {
 	for _, aj := range w.jobs {
 		if aj.conn == c {
 			aj.owned = false
+			w.refreshLocked(aj)
 			if !aj.started && aj.lost == nil {
 				unstarted = append(unstarted, aj)
 			}

@@ -105,10 +105,13 @@ type Worker struct {
 	conn        *leaseConn // current stream; nil while reconnecting
 	connChanged chan struct{}
 	jobs        map[int64]*activeJob // leased and not yet settled
+	orphans     int                  // jobs in jobs that are orphaned (see activeJob.orphan)
 	busy        int                  // handler slots in use
 	waiting     []*activeJob         // leased, waiting for a slot
 	changed     chan struct{}        // signalled when a job leaves jobs
 	lastArrival time.Time            // when the last job was leased to us
+	idle        []*runner            // runners waiting for a job
+	runnersDone bool                 // Run has ended: runners exit when idle
 }
 
 // activeJob is a job the worker holds a lease on.
@@ -118,9 +121,14 @@ type activeJob struct {
 	token string
 	// conn is the stream that leased the job. While owned, the server
 	// counts the job against that stream's window.
-	conn      *leaseConn
-	owned     bool
-	started   bool
+	conn    *leaseConn
+	owned   bool
+	started bool
+	held    bool // in w.jobs
+	// orphan caches whether the job takes a handler slot the current
+	// stream's server session does not count; w.orphans counts them, so
+	// that the window is known without walking every held job.
+	orphan    bool
 	lost      error // cancelled or lease lost: the job must not be settled
 	expires   time.Time
 	extending bool
@@ -226,6 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopConns()
 	<-connDone
 	w.cancelSettle()
+	w.stopRunners()
 	return nil
 }
 
@@ -304,7 +313,7 @@ func (w *Worker) received(conn *leaseConn, lj *queuedv1.LeasedJob) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.lastArrival = time.Now()
-	w.jobs[job.ID] = aj
+	w.holdLocked(aj)
 	switch {
 	case w.stopping:
 		go w.release(aj)
@@ -320,6 +329,7 @@ func (w *Worker) received(conn *leaseConn, lj *queuedv1.LeasedJob) {
 
 func (w *Worker) startLocked(aj *activeJob) {
 	aj.started = true
+	w.refreshLocked(aj)
 	w.busy++
 	ctx, cancel := context.WithCancelCause(w.handlerCtx)
 	aj.cancel = cancel
@@ -327,7 +337,7 @@ func (w *Worker) startLocked(aj *activeJob) {
 	if h == nil {
 		h = w.fallback
 	}
-	go w.work(ctx, aj, h)
+	w.dispatchLocked(runTask{ctx: ctx, aj: aj, h: h})
 }
 
 // work runs a handler and settles its job.
@@ -395,9 +405,7 @@ func (w *Worker) handlerNames() []string {
 // finish frees a job's slot and starts a waiting job in it.
 func (w *Worker) finish(aj *activeJob) {
 	w.mu.Lock()
-	if w.jobs[aj.job.ID] == aj {
-		delete(w.jobs, aj.job.ID)
-	}
+	w.unholdLocked(aj)
 	if aj.started {
 		w.busy--
 	}
@@ -416,9 +424,7 @@ func (w *Worker) finish(aj *activeJob) {
 
 // drop forgets a job that was never started (lost or released).
 func (w *Worker) dropLocked(aj *activeJob) {
-	if w.jobs[aj.job.ID] == aj {
-		delete(w.jobs, aj.job.ID)
-	}
+	w.unholdLocked(aj)
 	if i := slices.Index(w.waiting, aj); i >= 0 {
 		w.waiting = slices.Delete(w.waiting, i, i+1)
 	}
@@ -465,6 +471,7 @@ func (w *Worker) loseLocked(aj *activeJob, cause error) {
 	}
 	aj.lost = cause
 	aj.owned = false
+	w.refreshLocked(aj)
 	if aj.started {
 		aj.cancel(cause)
 	} else {
@@ -479,13 +486,51 @@ func (w *Worker) windowLocked() int {
 	if w.stopping {
 		return 0
 	}
-	orphans := 0
-	for _, aj := range w.jobs {
-		if aj.started && (!aj.owned || aj.conn != w.conn) {
-			orphans++
-		}
+	return max(0, w.cfg.Concurrency-w.orphans)
+}
+
+// holdLocked puts aj into jobs. A job leased again (after its earlier
+// lease was lost) replaces the earlier activeJob, which is no longer held.
+func (w *Worker) holdLocked(aj *activeJob) {
+	if old := w.jobs[aj.job.ID]; old != nil {
+		old.held = false
+		w.refreshLocked(old)
 	}
-	return max(0, w.cfg.Concurrency-orphans)
+	w.jobs[aj.job.ID] = aj
+	aj.held = true
+	w.refreshLocked(aj)
+}
+
+// unholdLocked takes aj out of jobs, if it is still there.
+func (w *Worker) unholdLocked(aj *activeJob) {
+	if w.jobs[aj.job.ID] == aj {
+		delete(w.jobs, aj.job.ID)
+		aj.held = false
+		w.refreshLocked(aj)
+	}
+}
+
+// refreshLocked recomputes aj.orphan after a change to the job or to
+// w.conn, keeping w.orphans equal to the number of orphans in jobs.
+func (w *Worker) refreshLocked(aj *activeJob) {
+	orphan := aj.held && aj.started && (!aj.owned || aj.conn != w.conn)
+	if orphan == aj.orphan {
+		return
+	}
+	aj.orphan = orphan
+	if orphan {
+		w.orphans++
+	} else {
+		w.orphans--
+	}
+}
+
+// refreshAllLocked recomputes every job after w.conn changed (rare: a
+// stream opened or ended).
+func (w *Worker) refreshAllLocked() {
+	for _, aj := range w.jobs {
+		w.refreshLocked(aj)
+	}
 }
 
 func (w *Worker) nudgeWindow() {
