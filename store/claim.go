@@ -86,6 +86,12 @@ func (s *Store) ClaimJobs(ctx context.Context, p service.ClaimParams) ([]service
 	if err != nil {
 		return nil, fmt.Errorf("claim jobs from %v: %w", p.Queues, interpretError(err))
 	}
+	return claimedJobs(rs), nil
+}
+
+// claimedJobs turns the rows of a claim into leases, each with the owner
+// slot (0-based) it was claimed for.
+func claimedJobs(rs []claimedRow) []service.ClaimedJob {
 	out := make([]service.ClaimedJob, len(rs))
 	for i, r := range rs {
 		job := r.toJob()
@@ -94,7 +100,7 @@ func (s *Store) ClaimJobs(ctx context.Context, p service.ClaimParams) ([]service
 			Lease: service.Lease{Job: job, Token: deref(r.LeaseToken), ExpiresAt: job.LeaseExpiresAt, Children: childOutcomes(r.Children)},
 		}
 	}
-	return out, nil
+	return out
 }
 
 // leaseRefArrays splits refs into the parallel arrays the SQL unnests.

@@ -211,15 +211,7 @@ func (s *Store) ClaimLimited(ctx context.Context, p service.ClaimParams) ([]serv
 	if err != nil {
 		return nil, fmt.Errorf("claim jobs from rate-limited queue %q: %w", p.Queues[0], interpretError(err))
 	}
-	out := make([]service.ClaimedJob, len(rs))
-	for i, r := range rs {
-		job := r.toJob()
-		out[i] = service.ClaimedJob{
-			Slot:  int(r.Slot) - 1,
-			Lease: service.Lease{Job: job, Token: deref(r.LeaseToken), ExpiresAt: job.LeaseExpiresAt, Children: childOutcomes(r.Children)},
-		}
-	}
-	return out, nil
+	return claimedJobs(rs), nil
 }
 
 // readBucketSQL reads a limited queue's bucket refilled to @now, taking

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -21,10 +20,7 @@ func init() {
 }
 
 // jobsSubcommands maps each subcommand to its usage line and setup.
-var jobsSubcommands = map[string]struct {
-	usage string
-	setup func(fs *flag.FlagSet, e *env) func(ctx context.Context, c *queued.Client, args []string) error
-}{
+var jobsSubcommands = map[string]subcommand{
 	"ls":    {"[--queue Q] [--state S[,S]] [--name N] [--oldest] [--limit N] [--all] [--page TOKEN]", setupJobsList},
 	"retry": {"JOB_ID...", setupJobsRetry},
 	"rm":    {"JOB_ID...", setupJobsRemove},
@@ -32,35 +28,7 @@ var jobsSubcommands = map[string]struct {
 
 func setupJobs(_ *flag.FlagSet, e *env) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
-		names := make([]string, 0, len(jobsSubcommands))
-		for n := range jobsSubcommands {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		if len(args) == 0 {
-			return fmt.Errorf("want a subcommand: %s", strings.Join(names, ", "))
-		}
-		sub, ok := jobsSubcommands[args[0]]
-		if !ok {
-			return fmt.Errorf("unknown jobs subcommand %q (want one of %s)", args[0], strings.Join(names, ", "))
-		}
-		fs := flag.NewFlagSet("queuectl jobs "+args[0], flag.ContinueOnError)
-		fs.SetOutput(e.stderr)
-		e.commonFlags(fs)
-		runSub := sub.setup(fs, e)
-		fs.Usage = func() {
-			fmt.Fprintf(e.stderr, "usage: queuectl jobs %s [flags] %s\n\nflags:\n", args[0], sub.usage)
-			fs.PrintDefaults()
-		}
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		c, err := e.dial(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		return runSub(ctx, c, fs.Args())
+		return runSubcommand(ctx, e, "jobs", jobsSubcommands, args)
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,52 +82,37 @@ func parseRate(s string) (int, time.Duration, error) {
 }
 
 func setupQueue(_ *flag.FlagSet, e *env) func(context.Context, []string) error {
-	return func(ctx context.Context, args []string) error {
-		names := slices.Sorted(maps.Keys(queueSubcommands))
-		if len(args) == 0 {
-			return fmt.Errorf("want a subcommand: %s", strings.Join(names, ", "))
-		}
-		sub, ok := queueSubcommands[args[0]]
-		if !ok {
-			return fmt.Errorf("unknown queue subcommand %q (want one of %s)", args[0], strings.Join(names, ", "))
-		}
-		fs := flag.NewFlagSet("queuectl queue "+args[0], flag.ContinueOnError)
-		fs.SetOutput(e.stderr)
-		e.commonFlags(fs)
-		fs.Usage = func() {
-			fmt.Fprintf(e.stderr, "usage: queuectl queue %s [flags] %s\n\nflags:\n", args[0], sub.usage)
-			fs.PrintDefaults()
-		}
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
+	table := make(map[string]subcommand, len(queueSubcommands))
+	for verb, sub := range queueSubcommands {
 		usage := sub.usage
 		if usage == "" {
 			usage = "no arguments"
 		}
-		if err := wantArgs(fs.Args(), sub.min, sub.max, usage); err != nil {
-			return err
-		}
-		c, err := e.dial(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		qs, err := sub.run(ctx, c, fs.Args())
-		if err != nil {
-			return err
-		}
-		switch {
-		case e.json && args[0] == "ls":
-			return printJSON(e.stdout, qs)
-		case e.json:
-			return printJSON(e.stdout, qs[0])
-		case args[0] == "ls":
-			printQueueTable(e.stdout, qs)
-		default:
-			printQueue(e.stdout, qs[0])
-		}
-		return nil
+		table[verb] = subcommand{usage: sub.usage, setup: func(*flag.FlagSet, *env) func(context.Context, *queued.Client, []string) error {
+			return func(ctx context.Context, c *queued.Client, args []string) error {
+				if err := wantArgs(args, sub.min, sub.max, usage); err != nil {
+					return err
+				}
+				qs, err := sub.run(ctx, c, args)
+				if err != nil {
+					return err
+				}
+				switch {
+				case e.json && verb == "ls":
+					return printJSON(e.stdout, qs)
+				case e.json:
+					return printJSON(e.stdout, qs[0])
+				case verb == "ls":
+					printQueueTable(e.stdout, qs)
+				default:
+					printQueue(e.stdout, qs[0])
+				}
+				return nil
+			}
+		}}
+	}
+	return func(ctx context.Context, args []string) error {
+		return runSubcommand(ctx, e, "queue", table, args)
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
 	queued "github.com/queued-dev/queued/clients/go"
@@ -22,10 +20,7 @@ func init() {
 }
 
 // scheduleSubcommands maps each subcommand to its usage line and setup.
-var scheduleSubcommands = map[string]struct {
-	usage string
-	setup func(fs *flag.FlagSet, e *env) func(ctx context.Context, c *queued.Client, args []string) error
-}{
+var scheduleSubcommands = map[string]subcommand{
 	"set": {"NAME (with --cron or --every, --queue and --job)", setupScheduleSet},
 	"ls":  {"", setupScheduleList},
 	"get": {"NAME", setupScheduleGet},
@@ -41,35 +36,7 @@ var scheduleSubcommands = map[string]struct {
 
 func setupSchedule(_ *flag.FlagSet, e *env) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
-		names := make([]string, 0, len(scheduleSubcommands))
-		for n := range scheduleSubcommands {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		if len(args) == 0 {
-			return fmt.Errorf("want a subcommand: %s", strings.Join(names, ", "))
-		}
-		sub, ok := scheduleSubcommands[args[0]]
-		if !ok {
-			return fmt.Errorf("unknown schedule subcommand %q (want one of %s)", args[0], strings.Join(names, ", "))
-		}
-		fs := flag.NewFlagSet("queuectl schedule "+args[0], flag.ContinueOnError)
-		fs.SetOutput(e.stderr)
-		e.commonFlags(fs)
-		runSub := sub.setup(fs, e)
-		fs.Usage = func() {
-			fmt.Fprintf(e.stderr, "usage: queuectl schedule %s [flags] %s\n\nflags:\n", args[0], sub.usage)
-			fs.PrintDefaults()
-		}
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		c, err := e.dial(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		return runSub(ctx, c, fs.Args())
+		return runSubcommand(ctx, e, "schedule", scheduleSubcommands, args)
 	}
 }
 
